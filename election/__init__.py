@@ -1,0 +1,30 @@
+"""Leader election on a shared Redis: one TTL lease, fenced and self-fencing.
+
+Imports only redis-py and the standard library. Typical use::
+
+    lease = Lease.from_url(url, Identity.from_env(), ttl_ms=config.ttl_ms)
+    elector = Elector(lease, config, Callbacks(on_elected=..., on_demoted=...)).start()
+    ...
+    elector.stop()   # releases the lease; a waiting site takes over at once
+"""
+
+from .callbacks import Callbacks
+from .config import ElectionConfig
+from .elector import Elector, Term
+from .errors import LeaseCorrupt
+from .identity import Identity
+from .lease import Acquired, Keys, Lease
+from .record import LeaseRecord
+
+__all__ = [
+    "Acquired",
+    "Callbacks",
+    "ElectionConfig",
+    "Elector",
+    "Identity",
+    "Keys",
+    "Lease",
+    "LeaseCorrupt",
+    "LeaseRecord",
+    "Term",
+]

@@ -1,0 +1,420 @@
+"""The election loop: compete for the lease, hold it, give it up.
+
+One thread per elector runs every Redis call over the lease's single
+connection; callbacks run on a second thread (see callbacks.py).
+
+Follower: ACQUIRE (one round trip that also reads the current lease). If
+someone holds it, BLPOP the release signal until shortly before the lease's
+expiry (computed from its PTTL, not a poll tick), then sleep out the rest on
+the local clock and try again — so a graceful release wakes it at once and a
+silent death is noticed as the lease runs out.
+
+Leader: RENEW every ``renew_interval``. ``is_leader`` is true only while the
+last successful renewal was *sent* less than ``renew_deadline`` ago, so a
+leader that cannot reach Redis (or is stuck) stops believing it leads before
+the lease can expire and pass to someone else — self-fencing, on the local
+monotonic clock. Every Redis call a leader makes is bounded by the time left
+to that deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from redis.exceptions import RedisError
+
+from .backoff import Backoff
+from .callbacks import CallbackRunner, Callbacks
+from .config import ElectionConfig
+from .errors import LeaseCorrupt
+from .lease import Acquired, Lease
+from .logfmt import log_event
+from .record import LeaseRecord
+
+log = logging.getLogger("baton.election")
+
+# How long stop() gives the on_demoted callback to run before releasing the
+# lease: local work should stop before another site may start it, but a hung
+# callback must not keep the lease from being handed over.
+DEMOTED_CALLBACK_GRACE = 1.0
+
+# A renewal this much later than its interval is logged as renewed_late: it
+# means Redis was slow or unreachable for a while and the leader came close
+# to stepping down.
+LATE_RENEWAL_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class Term:
+    """One stretch of leadership. Times are on this process's monotonic clock."""
+
+    token: int
+    started_at: float
+    valid_until: float  # last successful renewal sent + renew_deadline
+
+
+class Elector:
+    """Competes for ``lease`` and tells its callbacks what happens.
+
+    Guarantees, given a single Redis primary and clocks whose rates drift
+    apart by much less than ``(ttl - renew_deadline) / ttl``:
+
+    - ``is_leader`` is true in at most one elector of a deployment at a time;
+    - each term has a fencing token larger than every earlier term's;
+    - ``on_demoted`` is queued before the lease can pass to anyone else.
+    It does *not* guarantee that work started by a leader stops in time if the
+    whole process is frozen — use the fencing token for writes that matter.
+    """
+
+    def __init__(
+        self,
+        lease: Lease,
+        config: ElectionConfig = ElectionConfig(),
+        callbacks: Callbacks = Callbacks(),
+        clock=time.monotonic,
+    ):
+        if lease.ttl_ms != config.ttl_ms:
+            raise ValueError(f"lease ttl ({lease.ttl_ms} ms) differs from config.ttl ({config.ttl_ms} ms)")
+        self._lease = lease
+        self._config = config
+        self._callbacks = callbacks
+        self._clock = clock
+        self._site = lease.identity.site
+        self._runner = CallbackRunner(name=f"baton-callbacks-{self._site}")
+        self._thread = threading.Thread(target=self._run, name=f"baton-elector-{self._site}", daemon=True)
+        self._backoff = Backoff(config.retry_backoff_min, config.retry_backoff_max)
+
+        self._lock = threading.Lock()
+        self._term: Optional[Term] = None
+        self._leader: Optional[LeaseRecord] = None
+        self._highest_token = 0
+        self._next_renew_at = 0.0
+        self._hold_off_until = 0.0
+        self._pending_step_down: Optional[tuple] = None  # (token, reason) to record in Redis
+        self._blocked_in_wait = False
+        self._last_corrupt_report: dict = {}
+
+        self._started = False
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._step_down_lock = threading.Lock()
+        self._step_down_requested = threading.Event()
+        self._step_down_done = threading.Event()
+        self._step_down_result = False
+
+    # -- public surface ----------------------------------------------------
+
+    def start(self) -> "Elector":
+        if not self._started:
+            self._started = True
+            self._runner.start()
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop competing; if leading, demote locally, then release the lease
+        (compare-and-delete) and wake a waiting candidate. Idempotent, safe
+        from any thread or a signal-driven shutdown hook."""
+        self._stopping.set()
+        self._wake.set()
+        deadline = self._clock() + timeout
+        # A follower may be blocked in BLPOP for up to the lease's ttl; cut it.
+        while self._thread.is_alive() and self._clock() < deadline:
+            with self._lock:
+                if self._blocked_in_wait:
+                    self._lease.interrupt()
+            self._thread.join(0.05)
+        self._runner.close(max(0.0, deadline - self._clock()))
+
+    def step_down(self, timeout: float = 5.0) -> bool:
+        """Give up leadership now (release + wake the others) and stay out of
+        the race for ``step_down_hold_off``. Returns False if not leader."""
+        with self._step_down_lock:
+            if not self.is_leader:
+                return False
+            self._step_down_done.clear()
+            self._step_down_requested.set()
+            self._wake.set()
+            if not self._step_down_done.wait(timeout):
+                return False
+            return self._step_down_result
+
+    @property
+    def is_leader(self) -> bool:
+        term = self._term
+        return term is not None and self._clock() < term.valid_until
+
+    @property
+    def token(self) -> Optional[int]:
+        """The fencing token of the current term, None when not leading."""
+        term = self._term
+        return term.token if term is not None and self._clock() < term.valid_until else None
+
+    def term(self) -> Optional[Term]:
+        """The current term if leading (a consistent snapshot), else None."""
+        term = self._term
+        return term if term is not None and self._clock() < term.valid_until else None
+
+    @property
+    def leader(self) -> Optional[LeaseRecord]:
+        """The lease as this elector last saw it (its own while it leads)."""
+        return self._leader
+
+    @property
+    def lease(self) -> Lease:
+        return self._lease
+
+    @property
+    def config(self) -> ElectionConfig:
+        return self._config
+
+    # -- loop --------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._record_pending_step_down()
+                    if self._term is not None:
+                        self._lead_once()
+                    else:
+                        self._follow_once()
+                except LeaseCorrupt as exc:
+                    self._report_corrupt(exc)
+                    # Junk that expires is waited out; junk without a TTL is
+                    # looked at again once per ttl until someone removes it.
+                    wait = exc.pttl_ms / 1000 if exc.pttl_ms >= 0 else self._config.ttl
+                    self._sleep(min(max(wait, 0.001), self._config.ttl))
+                except RedisError as exc:
+                    self._on_redis_error(exc)
+                except Exception as exc:  # a bug must not end the election
+                    log.exception("unexpected error in election loop")
+                    log_event(log, logging.ERROR, "elector_error", site=self._site, error=repr(exc))
+                    self._sleep(self._backoff.next())
+        finally:
+            self._finish()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, cut short by stop() or step_down(). True if woken early."""
+        woken = self._wake.wait(max(0.0, seconds))
+        if woken and not self._stopping.is_set():
+            self._wake.clear()
+        return woken
+
+    def _succeeded(self) -> None:
+        if self._backoff.failures:
+            log_event(log, logging.INFO, "redis_recovered", site=self._site, failures=self._backoff.failures)
+        self._backoff.reset()
+
+    # follower ------------------------------------------------------------
+
+    def _follow_once(self) -> None:
+        if self._step_down_requested.is_set():
+            # Asked while the term was ending: nothing left to give up.
+            self._step_down_requested.clear()
+            self._step_down_result = False
+            self._step_down_done.set()
+        now = self._clock()
+        if now < self._hold_off_until:
+            self._sleep(self._hold_off_until - now)
+            return
+        sent = self._clock()
+        result = self._lease.acquire(self._highest_token, timeout=self._config.socket_timeout)
+        self._succeeded()
+        if isinstance(result, Acquired):
+            self._become_leader(result, sent)
+            return
+        self._observe(result)
+        # The lease runs out pttl after the server read it, which was after
+        # `sent`: aiming at sent + pttl is early by at most a round trip, and
+        # an early ACQUIRE just answers with the little time left.
+        expires_at = sent + result.pttl_ms / 1000
+        blocking_for = expires_at - self._clock() - self._config.server_timer_slack
+        if blocking_for > 0:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._blocked_in_wait = True
+            try:
+                self._lease.wait_for_release(blocking_for)
+            finally:
+                with self._lock:
+                    self._blocked_in_wait = False
+        else:
+            self._sleep(expires_at - self._clock())
+
+    def _observe(self, record: Optional[LeaseRecord]) -> None:
+        previous = self._leader
+        self._leader = record
+        if record is not None:
+            self._highest_token = max(self._highest_token, record.token)
+        changed = (previous is None) != (record is None) or (
+            record is not None and (record.holder, record.token) != (previous.holder, previous.token)
+        )
+        if changed:
+            if record is not None:
+                log_event(
+                    log, logging.INFO, "leader_changed", site=self._site,
+                    leader=record.site, holder=record.holder, token=record.token,
+                )
+            self._runner.submit("on_leader_changed", self._callbacks.on_leader_changed, record)
+
+    def _become_leader(self, acquired: Acquired, sent: float) -> None:
+        self._highest_token = max(self._highest_token, acquired.token)
+        with self._lock:
+            self._term = Term(acquired.token, self._clock(), sent + self._config.renew_deadline)
+        self._next_renew_at = sent + self._config.renew_interval
+        identity = self._lease.identity
+        self._observe(
+            LeaseRecord(
+                holder=identity.holder, site=identity.site, token=acquired.token,
+                acquired_at=acquired.acquired_at, renewed_at=acquired.acquired_at,
+                ttl_ms=self._lease.ttl_ms, pttl_ms=self._lease.ttl_ms,
+            )
+        )
+        log_event(
+            log, logging.INFO, "elected", site=self._site, token=acquired.token,
+            how=acquired.event, holder=identity.holder,
+        )
+        if acquired.history_error:
+            self._report_corrupt(LeaseCorrupt(self._lease.keys.history, acquired.history_error))
+        self._runner.submit("on_elected", self._callbacks.on_elected, acquired.token)
+
+    # leader --------------------------------------------------------------
+
+    def _lead_once(self) -> None:
+        if self._step_down_requested.is_set():
+            self._handle_step_down()
+            return
+        term = self._term
+        wait = self._next_renew_at - self._clock()
+        if wait > 0 and self._sleep(wait):
+            return  # stop or step-down: the loop decides what next
+        sent = self._clock()
+        if sent >= term.valid_until:
+            self._demote("renew_deadline_missed")
+            return
+        renewed_at = self._lease.renew(term.token, timeout=term.valid_until - sent)
+        if renewed_at is None:
+            self._demote("lease_lost")
+            return
+        if self._clock() >= term.valid_until:
+            # The reply came after the deadline: is_leader has already turned
+            # false, and a term must be one unbroken stretch. Start over.
+            self._demote("renew_deadline_missed")
+            return
+        self._succeeded()
+        previous_sent = term.valid_until - self._config.renew_deadline
+        if sent - previous_sent > self._config.renew_interval * LATE_RENEWAL_FACTOR:
+            log_event(
+                log, logging.WARNING, "renewed_late", site=self._site, token=term.token,
+                since_last_ms=round((sent - previous_sent) * 1000),
+            )
+        with self._lock:
+            self._term = Term(term.token, term.started_at, sent + self._config.renew_deadline)
+        self._next_renew_at = sent + self._config.renew_interval
+
+    def _demote(self, reason: str, record_step_down: bool = True) -> Optional[Term]:
+        with self._lock:
+            term, self._term = self._term, None
+        if term is None:
+            return None
+        log_event(log, logging.INFO, "demoted", site=self._site, token=term.token, reason=reason)
+        self._runner.submit("on_demoted", self._callbacks.on_demoted, reason)
+        if record_step_down:
+            # Free the lease if it is still ours (others need not wait for it
+            # to expire) and leave the step-down in the history.
+            self._pending_step_down = (term.token, reason)
+        return term
+
+    def _record_pending_step_down(self) -> None:
+        if self._pending_step_down is None:
+            return
+        token, reason = self._pending_step_down
+        released, problems = self._lease.release(
+            token, reason, event="stepped_down", timeout=self._config.socket_timeout
+        )
+        self._pending_step_down = None
+        for problem in problems:
+            self._report_corrupt(problem)
+        log_event(log, logging.INFO, "stepped_down", site=self._site, token=token, reason=reason, released=released)
+
+    def _handle_step_down(self) -> None:
+        self._step_down_requested.clear()
+        term = self._demote("step_down", record_step_down=False)
+        released = False
+        if term is not None:
+            self._hold_off_until = self._clock() + self._config.step_down_hold_off
+            released = self._release(term, "step_down")
+        self._step_down_result = released
+        self._step_down_done.set()
+
+    def _release(self, term: Term, reason: str) -> bool:
+        """Release with a few quick retries: a lease left behind costs the
+        other sites a full ttl of waiting."""
+        backoff = Backoff(self._config.retry_backoff_min, self._config.retry_backoff_max / 4)
+        for attempt in range(3):
+            try:
+                released, problems = self._lease.release(term.token, reason, timeout=self._config.socket_timeout)
+                for problem in problems:
+                    self._report_corrupt(problem)
+                log_event(
+                    log, logging.INFO, "released", site=self._site, token=term.token,
+                    reason=reason, released=released,
+                )
+                return released
+            except RedisError as exc:
+                log_event(
+                    log, logging.WARNING, "release_failed", site=self._site, token=term.token,
+                    attempt=attempt + 1, error=f"{type(exc).__name__}: {exc}",
+                )
+                time.sleep(backoff.next())
+        return False
+
+    # trouble -------------------------------------------------------------
+
+    def _on_redis_error(self, exc: RedisError) -> None:
+        if self._stopping.is_set() and self._term is None:
+            return  # stop() cut a follower's BLPOP on purpose
+        delay = self._backoff.next()
+        failures = self._backoff.failures
+        # The first failure and then every power of two: enough to see an
+        # outage and its length without a line per retry.
+        if failures & (failures - 1) == 0:
+            log_event(
+                log, logging.WARNING, "redis_error", site=self._site,
+                role="leader" if self._term is not None else "follower",
+                failures=failures, retry_in_ms=round(delay * 1000), error=f"{type(exc).__name__}: {exc}",
+            )
+        term = self._term
+        if term is None:
+            self._sleep(delay)
+            return
+        now = self._clock()
+        if now >= term.valid_until:
+            self._demote("renew_deadline_missed")
+        else:
+            # Retry the renewal soon, but never past the deadline.
+            self._next_renew_at = now + min(delay, term.valid_until - now)
+
+    def _report_corrupt(self, exc: LeaseCorrupt) -> None:
+        now = self._clock()
+        key = (exc.key, exc.problem)
+        if now - self._last_corrupt_report.get(key, -1e9) < 60:
+            return
+        self._last_corrupt_report[key] = now
+        log_event(
+            log, logging.ERROR, "lease_corrupt", site=self._site, key=exc.key,
+            problem=exc.problem, pttl_ms=exc.pttl_ms, fix=exc.fix,
+        )
+
+    def _finish(self) -> None:
+        term = self._demote("stopped", record_step_down=False)
+        if term is not None:
+            self._runner.drain(DEMOTED_CALLBACK_GRACE)
+            self._release(term, "stopped")
+        self._lease.close()

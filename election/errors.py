@@ -1,0 +1,23 @@
+"""Errors the election reports rather than hides."""
+
+from __future__ import annotations
+
+
+class LeaseCorrupt(Exception):
+    """A Baton key holds something Baton did not write (wrong type, missing
+    fields, no TTL). Baton never overwrites it while it could still be
+    someone's lease; an operator has to look at it.
+
+    ``pttl_ms`` is the key's remaining time (-1: no expiry), so callers know
+    whether waiting will clear it.
+    """
+
+    def __init__(self, key: str, problem: str, pttl_ms: int = -1):
+        self.key = key
+        self.problem = problem
+        self.pttl_ms = pttl_ms
+        if pttl_ms >= 0:
+            self.fix = f"it expires in {pttl_ms} ms; inspect it with: redis-cli TYPE {key}"
+        else:
+            self.fix = f"it never expires; inspect it, then remove it: redis-cli DEL {key}"
+        super().__init__(f"{key}: {problem} ({self.fix})")

@@ -1,0 +1,257 @@
+"""The lease store: a narrow interface over one Redis connection.
+
+Everything the election needs from Redis is here — acquire, renew, release,
+read, and block until a release is signalled — each one round trip with an
+explicit timeout. The connection is used by one thread at a time (the
+elector's); :meth:`Lease.interrupt` is the one call meant for another thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+from redis.retry import Retry
+
+from . import scripts
+from .errors import LeaseCorrupt
+from .identity import Identity
+from .record import LeaseRecord
+
+# How long a release signal waits in the list for a candidate that was between
+# two commands when it was pushed. Long enough for a round trip or a reconnect,
+# short enough that a stale signal wakes nobody much later.
+SIGNAL_TTL_MS = 1000
+
+
+@dataclass(frozen=True)
+class Acquired:
+    token: int
+    acquired_at: int
+    event: str  # 'acquired', 'takeover' (the previous term expired) or 'reacquired'
+    history_error: str = ""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key of one deployment lives under one prefix (BATON_PREFIX)."""
+
+    prefix: str
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}:lease"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.prefix}:fence"
+
+    @property
+    def history(self) -> str:
+        return f"{self.prefix}:history"
+
+    @property
+    def signal(self) -> str:
+        return f"{self.prefix}:lease:released"
+
+
+class _Script:
+    """A Lua constant run with EVALSHA, falling back to EVAL once per
+    connection when the server does not know it yet (restart, SCRIPT FLUSH)."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_ACQUIRE = _Script(scripts.ACQUIRE)
+_RENEW = _Script(scripts.RENEW)
+_RELEASE = _Script(scripts.RELEASE)
+_READ = _Script(scripts.READ)
+
+
+def _record(flat: list, pttl_ms: int) -> LeaseRecord:
+    fields = dict(zip(flat[::2], flat[1::2]))
+    return LeaseRecord.from_fields(fields, pttl_ms)
+
+
+class Lease:
+    """One deployment's lease, seen by one candidate over one connection.
+
+    Guarantees (with a single Redis primary; a failover to a replica that
+    missed the last write can hand the lease out twice — fencing tokens are
+    what protects resources then):
+
+    - at most one holder at a time: ACQUIRE writes only where no lease exists;
+    - renew and release act only while ``holder`` and ``token`` both match;
+    - tokens strictly increase across acquisitions (INCR ``{prefix}:fence``,
+      never below the ``token_floor`` a caller passes);
+    - the lease always carries a TTL.
+    """
+
+    def __init__(
+        self,
+        connection: redis.Connection,
+        identity: Identity,
+        ttl_ms: int,
+        prefix: str = "baton",
+        history_maxlen: int = 1000,
+    ):
+        self._conn = connection
+        self.identity = identity
+        self.ttl_ms = int(ttl_ms)
+        self.keys = Keys(prefix)
+        self.history_maxlen = history_maxlen
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        identity: Identity,
+        ttl_ms: int,
+        prefix: str = "baton",
+        history_maxlen: int = 1000,
+        socket_timeout: float = 2.0,
+        role: str = "elector",
+        **connection_kwargs,
+    ) -> "Lease":
+        """Open (lazily) the one connection this lease uses.
+
+        ``connection_kwargs`` go to redis-py (e.g. ``ssl_cert_reqs="none"`` for
+        Heroku's self-signed certificate). The connection names itself
+        ``baton:<site>:<role>`` so ``redis-cli CLIENT LIST`` shows who is there.
+        """
+        options = dict(
+            client_name=f"baton:{identity.site}:{role}",
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            # The elector retries on its own schedule (backoff, deadlines);
+            # a hidden retry inside redis-py would blur both.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        options.update(connection_kwargs)
+        pool = redis.ConnectionPool.from_url(url, **options)
+        return cls(pool.make_connection(), identity, ttl_ms, prefix, history_maxlen)
+
+    # -- transport ---------------------------------------------------------
+
+    def _call(self, *args, timeout=None):
+        self._conn.send_command(*args)
+        if timeout is None:
+            return self._conn.read_response()
+        return self._conn.read_response(timeout=max(timeout, 0.001))
+
+    def _script(self, script: _Script, keys: list, args: list, timeout=None):
+        try:
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
+        except NoScriptError:
+            return self._call("EVAL", script.source, len(keys), *keys, *args, timeout=timeout)
+
+    @staticmethod
+    def _corrupt(reply) -> LeaseCorrupt:
+        return LeaseCorrupt(key=reply[1], problem=reply[2], pttl_ms=int(reply[3]))
+
+    # -- operations --------------------------------------------------------
+
+    def acquire(self, token_floor: int = 0, timeout=None) -> "Acquired | LeaseRecord":
+        """Take the lease if it is free. Returns :class:`Acquired`, or the
+        current holder's :class:`LeaseRecord` (with its time left) if it is not.
+        Raises :class:`LeaseCorrupt` for junk at a Baton key, redis errors on
+        transport trouble."""
+        reply = self._script(
+            _ACQUIRE,
+            [self.keys.lease, self.keys.fence, self.keys.history],
+            [
+                self.identity.holder,
+                self.identity.site,
+                self.ttl_ms,
+                int(token_floor),
+                self.history_maxlen,
+            ],
+            timeout=timeout,
+        )
+        if reply[0] == "acquired":
+            return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4])
+        if reply[0] == "corrupt":
+            raise self._corrupt(reply)
+        return _record(reply[2:], int(reply[1]))
+
+    def renew(self, token: int, timeout=None) -> "int | None":
+        """Extend the lease by its ttl if still held under ``token``. Returns
+        the server time of the renewal (ms), or None if the lease is lost."""
+        reply = self._script(
+            _RENEW,
+            [self.keys.lease],
+            [self.identity.holder, token, self.ttl_ms],
+            timeout=timeout,
+        )
+        return int(reply[1]) if reply[0] == "renewed" else None
+
+    def release(self, token: int, reason: str, event: str = "released", timeout=None):
+        """Delete the lease if still held under ``token`` and wake a waiting
+        candidate. Safe to repeat. Returns ``(released, problems)``; problems
+        lists Baton keys that could not be written (junk in them)."""
+        released, signal_error, history_error = self._script(
+            _RELEASE,
+            [self.keys.lease, self.keys.signal, self.keys.history],
+            [self.identity.holder, token, event, reason, SIGNAL_TTL_MS, self.history_maxlen],
+            timeout=timeout,
+        )
+        problems = []
+        if signal_error:
+            problems.append(LeaseCorrupt(self.keys.signal, signal_error))
+        if history_error:
+            problems.append(LeaseCorrupt(self.keys.history, history_error))
+        return bool(released), problems
+
+    def read(self, timeout=None) -> "LeaseRecord | None":
+        """The current lease, or None if nobody holds it."""
+        reply = self._script(_READ, [self.keys.lease], [], timeout=timeout)
+        if reply[0] == "none":
+            return None
+        if reply[0] == "corrupt":
+            raise self._corrupt(reply)
+        return _record(reply[2:], int(reply[1]))
+
+    def wait_for_release(self, timeout: float, socket_margin: float = 2.0) -> bool:
+        """Block until a release is signalled or ``timeout`` s pass (BLPOP).
+        True if woken by a release.
+
+        The read is allowed ``socket_margin`` s more than the server-side
+        timeout: redis-py's default socket timeout would otherwise cut a long
+        BLPOP, and Redis may answer a timed-out BLPOP late (see
+        ``ElectionConfig.server_timer_slack``).
+        """
+        # BLPOP takes seconds as a decimal since Redis 6; 0 would mean forever.
+        seconds = max(round(timeout, 3), 0.001)
+        reply = self._call("BLPOP", self.keys.signal, f"{seconds:.3f}", timeout=seconds + socket_margin)
+        return reply is not None
+
+    def history(self, count: int = 20, timeout=None) -> list:
+        """Newest-first entries of ``{prefix}:history`` as dicts (with ``id``)."""
+        reply = self._call("XREVRANGE", self.keys.history, "+", "-", "COUNT", count, timeout=timeout)
+        return [{"id": entry_id, **dict(zip(kv[::2], kv[1::2]))} for entry_id, kv in reply]
+
+    def interrupt(self) -> None:
+        """Cut a blocking call made on another thread (a follower's BLPOP), so
+        that stop() does not wait out the lease. The blocked call raises
+        ConnectionError; the connection reconnects on its next use.
+
+        redis-py has no public way to do this; shutting the socket down is
+        safe from any thread, unlike closing it.
+        """
+        sock = getattr(self._conn, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._conn.disconnect()

@@ -1,0 +1,96 @@
+"""Fixtures: real redis-server processes on free loopback ports, and electors
+that are always stopped at the end of a test."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import pytest
+
+from election import Callbacks, ElectionConfig, Elector, Identity, Lease
+from tests.support.redis_server import RedisServer
+
+# Fast timings keep failover tests short; every relation the defaults have
+# (interval < deadline < ttl, 30 % margin) holds here too.
+FAST = ElectionConfig(ttl=1.0, renew_interval=0.2, renew_deadline=0.7, retry_backoff_max=0.2)
+
+
+@pytest.fixture(scope="session")
+def shared_redis():
+    """One server for the tests that only need keys of their own (see `prefix`)."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server():
+    """A server of the test's own, for tests that kill, freeze or restart it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix():
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, what: str = "condition"):
+    """Poll until predicate() is truthy; a generous bound only to avoid hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class EventLog:
+    """Records callback calls with the monotonic time they ran."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.events = []
+
+    def callbacks(self, site: str) -> Callbacks:
+        def add(kind):
+            def record(value):
+                with self.lock:
+                    self.events.append((time.monotonic(), site, kind, value))
+            return record
+
+        return Callbacks(on_elected=add("elected"), on_demoted=add("demoted"), on_leader_changed=add("leader"))
+
+    def of(self, kind, site=None):
+        with self.lock:
+            return [e for e in self.events if e[2] == kind and (site is None or e[1] == site)]
+
+
+@pytest.fixture
+def events():
+    return EventLog()
+
+
+@pytest.fixture
+def make_elector(events):
+    made = []
+
+    def make(url, prefix, site, config=FAST, callbacks=None, start=True, dyno="web.1"):
+        lease = Lease.from_url(url, Identity(site=site, dyno=dyno), config.ttl_ms, prefix=prefix)
+        elector = Elector(lease, config, callbacks or events.callbacks(site))
+        made.append(elector)
+        return elector.start() if start else elector
+
+    yield make
+    for elector in made:
+        elector.stop(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs(caplog):
+    caplog.set_level(logging.INFO, logger="baton")

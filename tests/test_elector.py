@@ -1,0 +1,137 @@
+"""The elector's behaviour with a real Redis, in one process."""
+
+import logging
+import time
+
+from election import Callbacks, ElectionConfig
+from tests.conftest import FAST, wait_until
+
+
+def leader_of(electors):
+    leaders = [e for e in electors if e.is_leader]
+    assert len(leaders) <= 1
+    return leaders[0] if leaders else None
+
+
+def test_one_of_several_leads_and_the_others_see_it(make_elector, shared_redis, prefix, events):
+    electors = [make_elector(shared_redis.url, prefix, site) for site in "abc"]
+    leader = wait_until(lambda: leader_of(electors), what="a leader")
+    others = [e for e in electors if e is not leader]
+    wait_until(lambda: all(e.leader and e.leader.holder == leader.lease.identity.holder for e in others),
+               what="followers to see the leader")
+    assert leader.token == 1
+    assert [e[3] for e in events.of("elected")] == [1]
+
+
+def test_graceful_stop_hands_over_and_wakes_a_follower(make_elector, shared_redis, prefix, events):
+    # A long ttl: a follower that took over before it ran out must have been woken.
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader, what="a to lead")
+    b = make_elector(shared_redis.url, prefix, "b", config)
+    wait_until(lambda: b.leader is not None, what="b to see a")
+    time.sleep(0.1)  # b is now blocked on the release signal
+    stopped_at = time.monotonic()
+    a.stop()
+    wait_until(lambda: b.is_leader, timeout=5, what="b to take over")
+    assert time.monotonic() - stopped_at < 5  # far below the 30 s ttl
+    assert b.token == 2
+    assert events.of("demoted", "a")[0][3] == "stopped"
+    # on_demoted ran before the lease was released.
+    assert events.of("demoted", "a")[0][0] <= events.of("elected", "b")[0][0]
+    history = [f["event"] for _, f in shared_redis.client().xrange(f"{prefix}:history")]
+    assert history == ["acquired", "released", "acquired"]
+
+
+def test_stop_is_idempotent_and_prompt_for_a_blocked_follower(make_elector, shared_redis, prefix):
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader)
+    b = make_elector(shared_redis.url, prefix, "b", config)
+    wait_until(lambda: b.leader is not None)
+    time.sleep(0.1)
+    started = time.monotonic()
+    b.stop()
+    b.stop()
+    assert time.monotonic() - started < 2  # did not wait out its 30 s BLPOP
+    assert a.is_leader
+
+
+def test_step_down_lets_another_site_lead(make_elector, shared_redis, prefix, events):
+    a = make_elector(shared_redis.url, prefix, "a")
+    wait_until(lambda: a.is_leader)
+    b = make_elector(shared_redis.url, prefix, "b")
+    wait_until(lambda: b.leader is not None)
+    assert b.step_down() is False  # not leader
+    assert a.step_down() is True
+    wait_until(lambda: b.is_leader, timeout=5, what="b to lead after step-down")
+    assert not a.is_leader
+    assert events.of("demoted", "a")[0][3] == "step_down"
+    # a competes again after its hold-off: stop b, a takes over.
+    b.stop()
+    wait_until(lambda: a.is_leader, timeout=5, what="a to lead again")
+
+
+def test_a_raising_callback_is_logged_and_the_loop_goes_on(make_elector, shared_redis, prefix, caplog):
+    calls = []
+
+    def explode(token):
+        calls.append(token)
+        raise RuntimeError("user bug")
+
+    a = make_elector(shared_redis.url, prefix, "a", callbacks=Callbacks(on_elected=explode))
+    wait_until(lambda: calls, what="callback")
+    time.sleep(FAST.renew_interval * 3)
+    assert a.is_leader  # still renewing
+    assert any("callback_failed" in r.getMessage() or getattr(r, "logfmt", {}).get("event") == "callback_failed"
+               for r in caplog.records)
+
+
+def test_each_elector_uses_one_named_connection(make_elector, shared_redis, prefix):
+    site_a, site_b = f"{prefix}-a", f"{prefix}-b"
+    a = make_elector(shared_redis.url, prefix, site_a)
+    b = make_elector(shared_redis.url, prefix, site_b)
+    wait_until(lambda: a.is_leader or b.is_leader)
+    time.sleep(FAST.ttl * 2)  # several renewals and follower cycles
+    names = [c["name"] for c in shared_redis.client().client_list()]
+    assert names.count(f"baton:{site_a}:elector") == 1
+    assert names.count(f"baton:{site_b}:elector") == 1
+
+
+def test_idle_connection_closed_by_the_server_is_survived(make_elector, shared_redis, prefix):
+    a = make_elector(shared_redis.url, prefix, f"{prefix}-a")
+    b = make_elector(shared_redis.url, prefix, f"{prefix}-b")
+    leader = wait_until(lambda: leader_of([a, b]))
+    admin = shared_redis.client()
+    token = leader.token
+    for _ in range(3):  # what Heroku does to a connection idle for 300 s
+        for c in admin.client_list():
+            if c["name"].startswith(f"baton:{prefix}-"):
+                admin.client_kill_filter(_id=c["id"])
+        time.sleep(FAST.renew_interval * 2)
+    assert leader.is_leader and leader.token == token  # no failover for a dropped connection
+    wait_until(lambda: len([c for c in admin.client_list() if c["name"].startswith(f"baton:{prefix}-")]) == 2,
+               what="both to reconnect")
+
+
+def test_junk_lease_key_keeps_electors_waiting_and_reporting(make_elector, shared_redis, prefix, caplog):
+    r = shared_redis.client()
+    r.set(f"{prefix}:lease", "typed by hand")
+    a = make_elector(shared_redis.url, prefix, "a")
+    wait_until(lambda: any(getattr(rec, "logfmt", {}).get("event") == "lease_corrupt" for rec in caplog.records),
+               what="a lease_corrupt log line")
+    line = next(rec for rec in caplog.records if getattr(rec, "logfmt", {}).get("event") == "lease_corrupt")
+    assert line.logfmt["key"] == f"{prefix}:lease" and "DEL" in line.logfmt["fix"]
+    time.sleep(0.3)
+    assert r.get(f"{prefix}:lease") == "typed by hand" and not a.is_leader
+    r.delete(f"{prefix}:lease")  # the operator's fix
+    wait_until(lambda: a.is_leader, timeout=FAST.ttl * 3, what="election to resume")
+
+
+def test_junk_that_expires_is_waited_out(make_elector, shared_redis, prefix):
+    r = shared_redis.client()
+    r.set(f"{prefix}:lease", "temporary", px=300)
+    a = make_elector(shared_redis.url, prefix, "a")
+    time.sleep(0.1)
+    assert not a.is_leader
+    wait_until(lambda: a.is_leader, timeout=3, what="a to lead after the junk expired")

@@ -1,0 +1,174 @@
+"""The atomic operations against a real Redis."""
+
+import pytest
+
+from election import Acquired, Identity, Lease, LeaseCorrupt, LeaseRecord
+
+TTL_MS = 5000
+
+
+@pytest.fixture
+def lease_for(shared_redis, prefix):
+    opened = []
+
+    def make(site="a", ttl_ms=TTL_MS):
+        lease = Lease.from_url(shared_redis.url, Identity(site=site, dyno="web.1"), ttl_ms, prefix=prefix)
+        opened.append(lease)
+        return lease
+
+    yield make
+    for lease in opened:
+        lease.close()
+
+
+@pytest.fixture
+def r(shared_redis):
+    client = shared_redis.client()
+    yield client
+    client.close()
+
+
+def test_acquire_writes_a_readable_hash_with_a_ttl(lease_for, r, prefix):
+    a = lease_for("a")
+    got = a.acquire()
+    assert isinstance(got, Acquired) and got.token == 1 and got.event == "acquired"
+    fields = r.hgetall(f"{prefix}:lease")
+    assert fields["holder"] == a.identity.holder and fields["site"] == "a" and fields["token"] == "1"
+    assert int(fields["renewed_at"]) == int(fields["acquired_at"]) == got.acquired_at
+    assert 0 < r.pttl(f"{prefix}:lease") <= TTL_MS
+    record = a.read()
+    assert isinstance(record, LeaseRecord) and record.holder == a.identity.holder
+    assert record.expires_at == record.renewed_at + TTL_MS
+
+
+def test_second_candidate_gets_the_holders_record_not_the_lease(lease_for):
+    a, b = lease_for("a"), lease_for("b")
+    a.acquire()
+    held = b.acquire()
+    assert isinstance(held, LeaseRecord)
+    assert held.holder == a.identity.holder and held.token == 1 and 0 < held.pttl_ms <= TTL_MS
+
+
+def test_renew_and_release_are_compare_and_set(lease_for, r, prefix):
+    a, b = lease_for("a"), lease_for("b")
+    token = a.acquire().token
+    r.pexpire(f"{prefix}:lease", 100)
+    assert b.renew(token) is None  # right token, wrong holder
+    assert a.renew(token + 1) is None  # right holder, wrong token
+    assert r.pttl(f"{prefix}:lease") <= 100
+    assert a.renew(token) is not None
+    assert r.pttl(f"{prefix}:lease") > 100
+    assert b.release(token, "test") == (False, [])
+    assert r.exists(f"{prefix}:lease")
+    released, problems = a.release(token, "test")
+    assert released and problems == []
+    assert not r.exists(f"{prefix}:lease")
+    assert a.release(token, "test") == (False, [])  # idempotent
+
+
+def test_release_pushes_a_short_lived_wake_signal(lease_for, r, prefix):
+    a = lease_for("a")
+    token = a.acquire().token
+    a.release(token, "test")
+    signal_key = f"{prefix}:lease:released"
+    assert r.llen(signal_key) == 1
+    assert 0 < r.pttl(signal_key) <= 1000
+    assert lease_for("b").wait_for_release(1.0) is True
+    assert lease_for("c").wait_for_release(0.05) is False
+
+
+def test_tokens_strictly_increase_and_respect_the_floor(lease_for, r, prefix):
+    a, b = lease_for("a"), lease_for("b")
+    tokens = []
+    for _ in range(3):
+        for lease in (a, b):
+            got = lease.acquire()
+            tokens.append(got.token)
+            lease.release(got.token, "test")
+    assert tokens == sorted(set(tokens)) and tokens[0] == 1
+    # Redis lost the counter (restart without persistence): a candidate that
+    # remembers token 40 keeps tokens increasing.
+    r.delete(f"{prefix}:fence")
+    assert a.acquire(token_floor=40).token == 41
+    assert r.get(f"{prefix}:fence") == "41"
+
+
+def test_own_lease_is_retaken_under_a_new_token(lease_for):
+    a = lease_for("a")
+    first = a.acquire()
+    again = a.acquire()  # e.g. the first reply was lost
+    assert isinstance(again, Acquired) and again.token > first.token and again.event == "reacquired"
+    assert a.renew(first.token) is None and a.renew(again.token) is not None
+
+
+def test_history_records_acquire_release_stepdown_and_takeover(lease_for, r, prefix):
+    a, b = lease_for("a"), lease_for("b")
+    t1 = a.acquire().token
+    a.release(t1, "stopped")
+    t2 = b.acquire().token
+    r.delete(f"{prefix}:lease")  # as if it expired under b
+    got = a.acquire()
+    assert got.event == "takeover"
+    b.release(t2, "lease_lost", event="stepped_down")
+    entries = [fields for _, fields in r.xrange(f"{prefix}:history")]
+    assert [e["event"] for e in entries] == ["acquired", "released", "acquired", "takeover", "stepped_down"]
+    assert entries[3]["previous_holder"] == b.identity.holder and entries[3]["previous_token"] == str(t2)
+    assert entries[4]["reason"] == "lease_lost"
+    assert [e["event"] for e in a.history(2)] == ["stepped_down", "takeover"]
+
+
+@pytest.mark.parametrize(
+    "plant, problem",
+    [
+        (lambda r, k: r.set(k, "someone typed SET"), "wrong type string"),
+        (lambda r, k: r.set(k, "x", px=60000), "wrong type string"),
+        (lambda r, k: r.hset(k, mapping={"holder": "x"}), "missing field site"),
+        (lambda r, k: r.hset(k, mapping={"holder": "x", "site": "x", "token": "seven", "acquired_at": 1,
+                                         "renewed_at": 1, "ttl_ms": 1}), "non-numeric field token"),
+        (lambda r, k: r.hset(k, mapping={"holder": "x", "site": "x", "token": 1, "acquired_at": 1,
+                                         "renewed_at": 1, "ttl_ms": 1}), "no TTL"),
+    ],
+)
+def test_junk_at_the_lease_key_is_reported_and_left_alone(lease_for, r, prefix, plant, problem):
+    key = f"{prefix}:lease"
+    plant(r, key)
+    before = (r.type(key), r.dump(key), r.pttl(key))
+    a = lease_for("a")
+    for operation in (a.acquire, a.read):
+        with pytest.raises(LeaseCorrupt) as info:
+            operation()
+        assert info.value.key == key and problem in info.value.problem
+        assert key in info.value.fix
+    assert a.renew(1) is None and a.release(1, "x") == (False, [])
+    after = (r.type(key), r.dump(key), r.pttl(key))
+    assert after[:2] == before[:2] and (after[2] == -1) == (before[2] == -1)
+
+
+def test_junk_fence_is_reported_not_overwritten(lease_for, r, prefix):
+    r.set(f"{prefix}:fence", "not a number")
+    with pytest.raises(LeaseCorrupt, match="not an integer"):
+        lease_for("a").acquire()
+    assert r.get(f"{prefix}:fence") == "not a number" and not r.exists(f"{prefix}:lease")
+    r.delete(f"{prefix}:fence")
+    r.sadd(f"{prefix}:fence", "x")
+    with pytest.raises(LeaseCorrupt, match="wrong type set"):
+        lease_for("a").acquire()
+
+
+def test_junk_history_or_signal_does_not_block_the_lease(lease_for, r, prefix):
+    r.set(f"{prefix}:history", "junk")
+    r.set(f"{prefix}:lease:released", "junk")
+    a = lease_for("a")
+    got = a.acquire()
+    assert isinstance(got, Acquired) and "WRONGTYPE" in got.history_error
+    released, problems = a.release(got.token, "test")
+    assert released
+    assert {p.key for p in problems} == {f"{prefix}:history", f"{prefix}:lease:released"}
+    assert r.get(f"{prefix}:history") == "junk" and r.get(f"{prefix}:lease:released") == "junk"
+
+
+def test_scripts_are_reloaded_after_script_flush(lease_for, r):
+    a = lease_for("a")
+    a.acquire()
+    r.script_flush()
+    assert a.read() is not None
