@@ -1,0 +1,108 @@
+"""`make bench`: Baton's figures beside its peers', from one run on this machine.
+
+Writes bench/results/<UTC timestamp>.json and bench/results/latest.json, and
+prints a table with the targets. BENCH_ROUNDS scales the round counts down for
+a quick look (the issue's figures need the defaults: >= 50 rounds).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+from bench import election_bench, handoff, peer_lags
+from bench.stats import fmt_ms, summary, table
+from tests.support.redis_server import RedisServer
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "50"))
+IDLE_WINDOW_S = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
+# Each rq-scheduler expiry round waits out its 11 s lock (interval 1 + 10).
+RQ_EXPIRY_ROUNDS = int(os.environ.get("BENCH_RQ_EXPIRY_ROUNDS", "5"))
+
+
+def timed(name, fn, *args, **kwargs):
+    started = time.monotonic()
+    print(f"... {name}", flush=True)
+    value = fn(*args, **kwargs)
+    print(f"    done in {time.monotonic() - started:.1f} s", flush=True)
+    return value
+
+
+def main() -> int:
+    os.makedirs(RESULTS, exist_ok=True)
+    with RedisServer() as server:
+        version = server.client().info("server")["redis_version"]
+        url = server.url
+        baton_handoff = summary(timed("baton graceful handoff", handoff.measure, "baton", url, ROUNDS * 4, "bench-h"))
+        baton_takeover = summary(timed("baton takeover lag", election_bench.takeover_lag, url, ROUNDS))
+        idle = timed("baton idle cost", election_bench.idle_cost, url, IDLE_WINDOW_S)
+        lock_handoff = summary(timed("python-redis-lock handoff", handoff.measure, "redis_lock", url, ROUNDS * 4, "bench-rl"))
+        lock_takeover = summary(timed("python-redis-lock expiry lag (expire=1 s)", peer_lags.redis_lock_expiry_lag, url, ROUNDS))
+        rq_handoff = summary(timed("rq-scheduler handoff (-i 1)", peer_lags.rq_scheduler_handoff, url, ROUNDS))
+        rq_takeover = summary(timed("rq-scheduler expiry lag (-i 1)", peer_lags.rq_scheduler_expiry_lag, url, RQ_EXPIRY_ROUNDS))
+
+    results = {
+        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "redis": version, "cpus": os.cpu_count()},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "units": "ms",
+        "baton": {"graceful_handoff": baton_handoff, "takeover_lag_after_expiry": baton_takeover, "idle": idle},
+        "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
+                              "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
+        "rq_scheduler": {"graceful_handoff": rq_handoff, "takeover_lag_after_expiry": rq_takeover,
+                         "settings": "two rqscheduler processes, -i 1"},
+        "targets": {"graceful_handoff_p99": "<= python-redis-lock p99 in the same run",
+                    "takeover_lag_p99_ms": 20, "commands_per_s_idle": 1, "connections_per_elector": 1},
+    }
+    stamp = results["when"].replace(":", "").replace("-", "")
+    for name in (f"{stamp}.json", "latest.json"):
+        with open(os.path.join(RESULTS, name), "w") as out:
+            json.dump(results, out, indent=2)
+    print()
+    print(render(results))
+    print(f"\nwritten: bench/results/{stamp}.json")
+    return 0
+
+
+def _ratio(theirs, ours) -> str:
+    if not theirs.get("n") or not ours.get("n") or ours["p99"] <= 0:
+        return "—"
+    return f"{theirs['p99'] / ours['p99']:.1f}x"
+
+
+def render(results) -> str:
+    b, l, q = results["baton"], results["python_redis_lock"], results["rq_scheduler"]
+    idle = b["idle"]
+    rows = []
+    for label, key, target in (
+        ("graceful handoff", "graceful_handoff", f"p99 <= python-redis-lock ({fmt_ms(l['graceful_handoff'].get('p99'))})"),
+        ("takeover lag after expiry", "takeover_lag_after_expiry", "p99 <= 20 ms"),
+    ):
+        ours = b[key]
+        rows.append([
+            label, ours["n"], fmt_ms(ours.get("p50")), fmt_ms(ours.get("p99")), target,
+            f"{fmt_ms(l[key].get('p50'))} / {fmt_ms(l[key].get('p99'))}", _ratio(l[key], ours),
+            f"{fmt_ms(q[key].get('p50'))} / {fmt_ms(q[key].get('p99'))}", _ratio(q[key], ours),
+        ])
+    headers = ["Baton", "rounds", "p50", "p99", "target", "python-redis-lock p50/p99", "ratio p99",
+               "rq-scheduler p50/p99", "ratio p99"]
+    out = [table(headers, rows), ""]
+    out.append(table(
+        ["Baton idle cost (default timings)", "measured", "target"],
+        [
+            ["Redis commands/s, leader", f"{idle['leader_commands_per_s']:.2f}", "<= 1"],
+            ["Redis commands/s, follower", f"{idle['follower_commands_per_s']:.2f}", "<= 1"],
+            ["connections per elector (max seen)", idle["connections_per_elector_max"], "1"],
+        ],
+    ))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
