@@ -13,7 +13,7 @@ from .config import ElectionConfig
 from .elector import Elector, Term
 from .errors import LeaseCorrupt
 from .identity import Identity
-from .lease import Acquired, Keys, Lease
+from .lease import Acquired, Keys, Lease, read_lease
 from .record import LeaseRecord
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "LeaseCorrupt",
     "LeaseRecord",
     "Term",
+    "read_lease",
 ]

@@ -79,6 +79,23 @@ def _record(flat: list, pttl_ms: int) -> LeaseRecord:
     return LeaseRecord.from_fields(fields, pttl_ms)
 
 
+def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | None":
+    """The current lease through any redis-py client (the worker's, the web
+    app's), classified exactly like :meth:`Lease.read`: None when free,
+    :class:`LeaseCorrupt` for junk."""
+    keys = Keys(prefix)
+    try:
+        reply = client.evalsha(_READ.sha, 1, keys.lease)
+    except NoScriptError:
+        reply = client.eval(_READ.source, 1, keys.lease)
+    reply = [item.decode() if isinstance(item, bytes) else item for item in reply]
+    if reply[0] == "none":
+        return None
+    if reply[0] == "corrupt":
+        raise Lease._corrupt(reply)
+    return _record(reply[2:], int(reply[1]))
+
+
 class Lease:
     """One deployment's lease, seen by one candidate over one connection.
 

@@ -56,7 +56,8 @@ class RedisServer:
                 time.sleep(0.02)
 
     def client(self, **kwargs) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **kwargs)
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def kill(self) -> None:
         """SIGKILL: the dataset is gone (nothing is saved)."""

@@ -1,0 +1,7 @@
+from workers.entries import Entry
+
+# schedule_1s.py after an edit: "every-second" now runs every 2 s, "other" is new.
+SCHEDULE = [
+    Entry("every-second", "tests.support.jobs:record_tick", every=2, missed="catch_up", grace=30),
+    Entry("other", "tests.support.jobs:record_tick", cron="*/5 * * * *"),
+]

@@ -1,0 +1,5 @@
+from workers.entries import Entry
+
+SCHEDULE = [
+    Entry("other", "tests.support.jobs:record_tick", cron="*/5 * * * *"),
+]

@@ -1,0 +1,131 @@
+"""What a schedule entry is, checked when the schedule is loaded.
+
+An entry is declared once, in the schedule module users edit::
+
+    Entry("log-time", "workers.jobs:log_time", cron="*/10 * * * *")
+    Entry("heartbeat", "workers.jobs:heartbeat", every=15)
+
+Bad input (a bad cron string, both or neither of cron/every, an unknown
+function, a bad or duplicate name) raises ScheduleError with one line that
+names the entry and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from croniter import croniter
+
+# RQ job ids allow only letters, digits, '_' and '-', and tick ids are built
+# from entry names.
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# What to do with ticks that fell due while no site led (crash failover):
+CATCH_UP = "catch_up"  # run each missed tick that is still within the grace window
+LATEST = "latest"      # run once for all of them (coalesced) — the default
+SKIP = "skip"          # run none; wait for the next tick
+MISSED_POLICIES = (CATCH_UP, LATEST, SKIP)
+
+# What to do if the site loses the lease while the job runs:
+FINISH = "finish"  # let it finish (its fenced writes are still rejected if stale)
+STOP = "stop"      # stop the job at once
+LOST_LEASE_POLICIES = (FINISH, STOP)
+
+
+class ScheduleError(ValueError):
+    """A schedule mistake, as one line naming the entry and the fix."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    func: Union[str, Callable]  # "package.module:function" or the function itself
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    cron: Optional[str] = None  # five-field cron, read in BATON_TIMEZONE
+    every: Optional[float] = None  # a fixed interval in seconds
+    queue: str = "baton"
+    timeout: int = 180  # seconds a run may take before RQ stops it
+    missed: str = LATEST
+    # How late a tick may still start. None: one period (the interval, or the
+    # gap to the next cron time) — a late tick is worth running until the
+    # next one is due.
+    grace: Optional[float] = None
+    on_lost_lease: str = FINISH
+
+    def check(self) -> "Entry":
+        """Validate; returns the entry with ``func`` resolved to a callable."""
+        where = f"schedule entry {self.name!r}"
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ScheduleError(f"{where}: name must be 1-64 letters, digits, '_' or '-'")
+        if (self.cron is None) == (self.every is None):
+            raise ScheduleError(f"{where}: give exactly one of cron='*/10 * * * *' or every=<seconds>")
+        if self.cron is not None:
+            if not isinstance(self.cron, str) or len(self.cron.split()) != 5 or not croniter.is_valid(self.cron):
+                raise ScheduleError(
+                    f"{where}: cron {self.cron!r} is not a 5-field cron expression "
+                    "(minute hour day-of-month month day-of-week), e.g. '*/10 * * * *'"
+                )
+        if self.every is not None:
+            if isinstance(self.every, bool) or not isinstance(self.every, (int, float)) or self.every < 1:
+                raise ScheduleError(f"{where}: every must be a number of seconds >= 1, got {self.every!r}")
+        if self.missed not in MISSED_POLICIES:
+            raise ScheduleError(f"{where}: missed must be one of {', '.join(MISSED_POLICIES)}, got {self.missed!r}")
+        if self.on_lost_lease not in LOST_LEASE_POLICIES:
+            raise ScheduleError(
+                f"{where}: on_lost_lease must be one of {', '.join(LOST_LEASE_POLICIES)}, got {self.on_lost_lease!r}"
+            )
+        if not isinstance(self.timeout, int) or isinstance(self.timeout, bool) or self.timeout < 1:
+            raise ScheduleError(f"{where}: timeout must be whole seconds >= 1, got {self.timeout!r}")
+        if self.grace is not None and (not isinstance(self.grace, (int, float)) or self.grace <= 0):
+            raise ScheduleError(f"{where}: grace must be seconds > 0 (or None for one period), got {self.grace!r}")
+        if not isinstance(self.queue, str) or not _NAME.match(self.queue):
+            raise ScheduleError(f"{where}: queue must be 1-64 letters, digits, '_' or '-'")
+        if not isinstance(self.args, (tuple, list)) or not isinstance(self.kwargs, dict):
+            raise ScheduleError(f"{where}: args must be a tuple and kwargs a dict")
+        return _replace_func(self, resolve(self.func, where))
+
+    @property
+    def func_path(self) -> str:
+        return self.func if isinstance(self.func, str) else f"{self.func.__module__}:{self.func.__qualname__}"
+
+
+def _replace_func(entry: Entry, func: Callable) -> Entry:
+    from dataclasses import replace
+
+    return replace(entry, func=func, args=tuple(entry.args))
+
+
+def resolve(func: Union[str, Callable], where: str) -> Callable:
+    if callable(func):
+        if "<" in getattr(func, "__qualname__", "<"):
+            raise ScheduleError(f"{where}: func must be a module-level function (RQ imports it by name)")
+        return func
+    if not isinstance(func, str) or ":" not in func:
+        raise ScheduleError(f"{where}: func must be 'package.module:function', got {func!r}")
+    module_name, _, attr = func.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ScheduleError(f"{where}: cannot import module {module_name!r} for func {func!r} ({exc})") from None
+    target = getattr(module, attr, None)
+    if not callable(target):
+        raise ScheduleError(f"{where}: module {module_name!r} has no function {attr!r}")
+    return target
+
+
+def check_schedule(entries) -> list:
+    """Validate a whole schedule: every entry, and names unique."""
+    checked, seen = [], set()
+    for entry in entries:
+        if not isinstance(entry, Entry):
+            raise ScheduleError(f"schedule: every item must be an Entry(...), got {entry!r}")
+        entry = entry.check()
+        if entry.name in seen:
+            raise ScheduleError(f"schedule entry {entry.name!r}: the name is used twice; names must be unique")
+        seen.add(entry.name)
+        checked.append(entry)
+    return checked

@@ -1,0 +1,116 @@
+"""The function every tick job runs: claim the tick, run the entry, record it.
+
+RQ calls ``run_tick`` in the work horse. Before the entry's function it takes
+the tick's run claim (``SET {prefix}:ran:{tick id} NX``) — so even a tick that
+was enqueued twice (two schedulers once active together) runs at most once —
+and drops a tick that starts later than its grace window. While the function
+runs, a watchdog re-reads the lease; if the site loses it, the entry's
+on_lost_lease policy applies: ``finish`` lets it finish (logged), ``stop``
+interrupts it with LeaseLost.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import signal
+import threading
+import time
+
+from rq import get_current_job
+
+from election import read_lease
+from election.logfmt import log_event
+
+from .context import RunContext, reset_current_run, set_current_run
+from .entries import STOP, resolve
+from .runs import record_run
+
+log = logging.getLogger("baton.jobs")
+
+# How long a run claim is kept: far longer than any grace window, so a late
+# duplicate of the tick still finds it.
+RUN_CLAIM_TTL_S = 7 * 24 * 3600
+
+# How often a running job re-reads the lease (one GET-sized script per period).
+LEASE_WATCH_INTERVAL_S = 1.0
+
+
+class LeaseLost(Exception):
+    """The site lost the lease while this job ran (on_lost_lease='stop')."""
+
+
+def run_claim_key(prefix: str, tick_id: str) -> str:
+    return f"{prefix}:ran:{tick_id}"
+
+
+class _LeaseWatch(threading.Thread):
+    def __init__(self, connection, prefix, site, token, entry, stop_job):
+        super().__init__(daemon=True, name="baton-lease-watch")
+        self.connection, self.prefix, self.site, self.token = connection, prefix, site, token
+        self.entry, self.stop_job = entry, stop_job
+        self.done = threading.Event()
+        self.lost = False
+
+    def run(self):
+        while not self.done.wait(LEASE_WATCH_INTERVAL_S):
+            try:
+                record = read_lease(self.connection, self.prefix)
+                still = record is not None and record.site == self.site and record.token == self.token
+            except Exception:
+                still = True  # can't tell: the elector's own deadline decides, not a blip here
+            if not still and not self.lost:
+                self.lost = True
+                log_event(log, logging.WARNING, "lease_lost_mid_run", entry=self.entry, site=self.site,
+                          token=self.token, policy="stop" if self.stop_job else "finish")
+                if self.stop_job:
+                    _thread.interrupt_main(signal.SIGUSR1)
+                return
+
+
+def _raise_lease_lost(_signum, _frame):
+    raise LeaseLost("the site lost the lease while this job ran")
+
+
+def run_tick(entry_name, tick, tick_id, func_path, args, kwargs, grace, on_lost_lease, prefix):
+    job = get_current_job()
+    connection = job.connection
+    site, token = job.meta.get("baton_site"), job.meta.get("baton_token")
+    started = time.time()
+    lateness = started - tick
+    if lateness > grace:
+        record_run(connection, prefix, entry_name, tick=tick, site=site, token=token, outcome="expired",
+                   started_at=started, lateness_ms=round(lateness * 1000), duration_ms=0, job_id=job.id)
+        log_event(log, logging.WARNING, "tick_expired", entry=entry_name, tick=tick, lateness_ms=round(lateness * 1000))
+        return "expired"
+    if not connection.set(run_claim_key(prefix, tick_id), f"{site}:{token}", nx=True, ex=RUN_CLAIM_TTL_S):
+        log_event(log, logging.WARNING, "tick_duplicate", entry=entry_name, tick=tick, job_id=job.id)
+        return "duplicate"
+    func = resolve(func_path, f"schedule entry {entry_name!r}")
+    log_event(log, logging.INFO, "job_start", entry=entry_name, site=site, token=token,
+              lateness_ms=round(lateness * 1000), job_id=job.id)
+    stop_job = on_lost_lease == STOP
+    if stop_job:
+        previous_handler = signal.signal(signal.SIGUSR1, _raise_lease_lost)
+    watch = _LeaseWatch(connection, prefix, site, token, entry_name, stop_job)
+    watch.start()
+    context_token = set_current_run(RunContext(entry_name, tick, site, token, prefix, connection))
+    outcome = "failed"
+    try:
+        result = func(*args, **kwargs)
+        outcome = "finished_after_lease_lost" if watch.lost else "succeeded"
+        return result
+    except LeaseLost:
+        outcome = "stopped_lease_lost"
+        raise
+    finally:
+        watch.done.set()
+        reset_current_run(context_token)
+        if stop_job:
+            signal.signal(signal.SIGUSR1, previous_handler)
+        duration = time.time() - started
+        record_run(connection, prefix, entry_name, tick=tick, site=site, token=token, outcome=outcome,
+                   started_at=started, lateness_ms=round(lateness * 1000),
+                   duration_ms=round(duration * 1000), job_id=job.id)
+        log_event(log, logging.INFO, "job_end", entry=entry_name, site=site, token=token, outcome=outcome,
+                  duration_ms=round(duration * 1000))

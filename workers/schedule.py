@@ -1,0 +1,17 @@
+"""The schedule: edit this list (or point BATON_SCHEDULE at a module of your
+own with a SCHEDULE list). Each entry runs once per tick, on the leading site.
+
+    Entry(name, func, cron="*/10 * * * *" | every=<seconds>,
+          args=(), kwargs={}, queue="baton", timeout=180,
+          missed="latest" | "catch_up" | "skip", grace=None (one period),
+          on_lost_lease="finish" | "stop")
+"""
+
+from workers.entries import Entry
+
+SCHEDULE = [
+    # The seed's job: log the current time every 10 minutes (cron, BATON_TIMEZONE).
+    Entry("log-time", "workers.jobs:log_time", cron="*/10 * * * *"),
+    # A short-interval heartbeat that shows the schedule is alive.
+    Entry("heartbeat", "workers.jobs:heartbeat", every=30, missed="skip"),
+]

@@ -1,0 +1,80 @@
+"""An RQ worker that works only while its own site holds the lease.
+
+Before it dequeues, it waits until the lease in Redis names its site. After it
+dequeues a job — the lease may have moved during a long BLMOVE — it reads the
+lease again; if its site no longer leads, the job goes back to the front of
+its queue untouched (never dropped) and the worker waits to lead again.
+Fail closed: if the lease cannot be read, nothing runs.
+The job is stamped with the site and fencing token it runs under.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.exceptions import RedisError
+from rq.worker import Worker
+
+from election import LeaseCorrupt, read_lease
+from election.logfmt import log_event
+
+log = logging.getLogger("baton.worker")
+
+# How often a waiting (non-leading) worker re-reads the lease: takeover by
+# this site is noticed within this, at one command per period.
+LEADERSHIP_POLL_S = 1.0
+
+
+class LeaderGatedWorker(Worker):
+    baton_site: str = ""
+    baton_prefix: str = "baton"
+
+    def _leading_token(self):
+        """The token if this site holds the lease, else None (and None on any doubt)."""
+        try:
+            record = read_lease(self.connection, self.baton_prefix)
+        except (RedisError, LeaseCorrupt) as exc:
+            log_event(log, logging.WARNING, "lease_unreadable", site=self.baton_site, error=f"{type(exc).__name__}: {exc}")
+            return None
+        if record is not None and record.site == self.baton_site:
+            return record.token
+        return None
+
+    def _wait_to_lead(self) -> bool:
+        """Block until this site leads; False if a stop was requested meanwhile."""
+        announced = False
+        while not self._stop_requested:
+            if self._leading_token() is not None:
+                if announced:
+                    log_event(log, logging.INFO, "worker_resumed", site=self.baton_site)
+                return True
+            if not announced:
+                log_event(log, logging.INFO, "worker_waiting_for_lease", site=self.baton_site)
+                announced = True
+            self.heartbeat()
+            time.sleep(LEADERSHIP_POLL_S)
+        return False
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        if not self._wait_to_lead():
+            return None  # RQ's loop ends on None: a stop was requested
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def execute_job(self, job, queue):
+        token = self._leading_token()
+        if token is None:
+            self._put_back(job, queue)
+            return
+        job.meta["baton_site"] = self.baton_site
+        job.meta["baton_token"] = token
+        job.save_meta()
+        super().execute_job(job, queue)
+
+    def _put_back(self, job, queue) -> None:
+        """Return a dequeued job to the front of its queue, as it was."""
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.lpush(queue.key, job.id)
+            pipe.execute()
+        log_event(log, logging.INFO, "job_returned", site=self.baton_site, job_id=job.id, queue=queue.name)
