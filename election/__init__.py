@@ -13,7 +13,7 @@ from .config import ElectionConfig
 from .elector import Elector, Term
 from .errors import LeaseCorrupt
 from .identity import Identity
-from .lease import Acquired, Keys, Lease, read_lease
+from .lease import Acquired, Keys, Lease, read_lease, request_step_down
 from .record import LeaseRecord
 
 __all__ = [
@@ -28,4 +28,5 @@ __all__ = [
     "LeaseRecord",
     "Term",
     "read_lease",
+    "request_step_down",
 ]

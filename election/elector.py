@@ -31,7 +31,7 @@ from .backoff import Backoff
 from .callbacks import CallbackRunner, Callbacks
 from .config import ElectionConfig
 from .errors import LeaseCorrupt
-from .lease import Acquired, Lease
+from .lease import STEP_DOWN, Acquired, Lease
 from .logfmt import log_event
 from .record import LeaseRecord
 
@@ -97,6 +97,10 @@ class Elector:
         self._pending_step_down: Optional[tuple] = None  # (token, reason) to record in Redis
         self._blocked_in_wait = False
         self._last_corrupt_report: dict = {}
+        self._redis_ok: Optional[bool] = None
+        # Monotonic counters for /metrics; each written by the loop thread only.
+        self.counters = {"elected": 0, "demoted": 0, "renewals": 0, "renew_failures": 0,
+                         "released": 0, "redis_errors": 0}
 
         self._started = False
         self._stopping = threading.Event()
@@ -165,6 +169,11 @@ class Elector:
         return self._leader
 
     @property
+    def redis_ok(self) -> Optional[bool]:
+        """Whether the elector's last Redis call succeeded (None before the first)."""
+        return self._redis_ok
+
+    @property
     def lease(self) -> Lease:
         return self._lease
 
@@ -206,6 +215,7 @@ class Elector:
         return woken
 
     def _succeeded(self) -> None:
+        self._redis_ok = True
         if self._backoff.failures:
             log_event(log, logging.INFO, "redis_recovered", site=self._site, failures=self._backoff.failures)
         self._backoff.reset()
@@ -265,6 +275,7 @@ class Elector:
 
     def _become_leader(self, acquired: Acquired, sent: float) -> None:
         self._highest_token = max(self._highest_token, acquired.token)
+        self.counters["elected"] += 1
         with self._lock:
             self._term = Term(acquired.token, self._clock(), sent + self._config.renew_deadline)
         self._next_renew_at = sent + self._config.renew_interval
@@ -299,6 +310,10 @@ class Elector:
             self._demote("renew_deadline_missed")
             return
         renewed_at = self._lease.renew(term.token, timeout=term.valid_until - sent)
+        if renewed_at == STEP_DOWN:
+            log_event(log, logging.INFO, "step_down_requested", site=self._site, token=term.token)
+            self._step_down_requested.set()
+            return
         if renewed_at is None:
             self._demote("lease_lost")
             return
@@ -308,6 +323,7 @@ class Elector:
             self._demote("renew_deadline_missed")
             return
         self._succeeded()
+        self.counters["renewals"] += 1
         previous_sent = term.valid_until - self._config.renew_deadline
         if sent - previous_sent > self._config.renew_interval * LATE_RENEWAL_FACTOR:
             log_event(
@@ -323,6 +339,7 @@ class Elector:
             term, self._term = self._term, None
         if term is None:
             return None
+        self.counters["demoted"] += 1
         log_event(log, logging.INFO, "demoted", site=self._site, token=term.token, reason=reason)
         self._runner.submit("on_demoted", self._callbacks.on_demoted, reason)
         if record_step_down:
@@ -366,6 +383,7 @@ class Elector:
                     log, logging.INFO, "released", site=self._site, token=term.token,
                     reason=reason, released=released,
                 )
+                self.counters["released"] += int(released)
                 return released
             except RedisError as exc:
                 log_event(
@@ -382,6 +400,10 @@ class Elector:
             return  # stop() cut a follower's BLPOP on purpose
         delay = self._backoff.next()
         failures = self._backoff.failures
+        self._redis_ok = False
+        self.counters["redis_errors"] += 1
+        if self._term is not None:
+            self.counters["renew_failures"] += 1
         # The first failure and then every power of two: enough to see an
         # outage and its length without a line per retry.
         if failures & (failures - 1) == 0:

@@ -27,6 +27,13 @@ from .record import LeaseRecord
 # short enough that a stale signal wakes nobody much later.
 SIGNAL_TTL_MS = 1000
 
+# What Lease.renew returns when an operator asked this holder to step down.
+STEP_DOWN = "step_down"
+
+# A step-down request the holder has not seen within this long is dropped:
+# it was meant for a term that has since ended.
+STEP_DOWN_REQUEST_TTL_S = 60
+
 
 @dataclass(frozen=True)
 class Acquired:
@@ -57,6 +64,10 @@ class Keys:
     @property
     def signal(self) -> str:
         return f"{self.prefix}:lease:released"
+
+    @property
+    def step_down(self) -> str:
+        return f"{self.prefix}:lease:step-down"
 
 
 class _Script:
@@ -94,6 +105,16 @@ def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | Non
     if reply[0] == "corrupt":
         raise Lease._corrupt(reply)
     return _record(reply[2:], int(reply[1]))
+
+
+def request_step_down(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | None":
+    """Ask the current leader to step down at its next renewal (within
+    ``renew_interval``). Returns the record of the leader asked, or None if
+    nobody leads. Works from anywhere that reaches Redis."""
+    record = read_lease(client, prefix)
+    if record is not None:
+        client.set(Keys(prefix).step_down, record.holder, ex=STEP_DOWN_REQUEST_TTL_S)
+    return record
 
 
 class Lease:
@@ -199,15 +220,18 @@ class Lease:
             raise self._corrupt(reply)
         return _record(reply[2:], int(reply[1]))
 
-    def renew(self, token: int, timeout=None) -> "int | None":
+    def renew(self, token: int, timeout=None) -> "int | str | None":
         """Extend the lease by its ttl if still held under ``token``. Returns
-        the server time of the renewal (ms), or None if the lease is lost."""
+        the server time of the renewal (ms), None if the lease is lost, or
+        :data:`STEP_DOWN` if an operator asked this holder to step down."""
         reply = self._script(
             _RENEW,
-            [self.keys.lease],
+            [self.keys.lease, self.keys.step_down],
             [self.identity.holder, token, self.ttl_ms],
             timeout=timeout,
         )
+        if reply[0] == "step_down":
+            return STEP_DOWN
         return int(reply[1]) if reply[0] == "renewed" else None
 
     def release(self, token: int, reason: str, event: str = "released", timeout=None):

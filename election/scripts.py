@@ -120,14 +120,22 @@ return {'acquired', token, now, entry[2], history_error}
 """
 
 # RENEW — extend the lease, only if the caller still holds it under the same
-# token. Replies {'renewed', now_ms} or {'lost', current_holder_or_empty}.
-# KEYS: lease.  ARGV: holder, token, ttl_ms.
+# token. Replies {'renewed', now_ms}, {'lost', current_holder_or_empty}, or
+# {'step_down'} when an operator asked this holder to step down (the
+# step-down key names it): the leader then demotes itself first and releases
+# after, so a step-down asked from anywhere (a one-off dyno, another web
+# worker) never makes two leaders.
+# KEYS: lease, step_down.  ARGV: holder, token, ttl_ms.
 RENEW = """
 local lease = KEYS[1]
 if redis.call('TYPE', lease)['ok'] ~= 'hash' then return {'lost', ''} end
 local current = redis.call('HMGET', lease, 'holder', 'token')
 if current[1] ~= ARGV[1] or current[2] ~= ARGV[2] then
   return {'lost', current[1] or ''}
+end
+if redis.call('TYPE', KEYS[2])['ok'] == 'string' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  return {'step_down'}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -135,3 +135,21 @@ def test_junk_that_expires_is_waited_out(make_elector, shared_redis, prefix):
     time.sleep(0.1)
     assert not a.is_leader
     wait_until(lambda: a.is_leader, timeout=3, what="a to lead after the junk expired")
+
+
+def test_a_step_down_asked_through_redis_is_honoured_at_the_next_renewal(make_elector, shared_redis, prefix, events):
+    from election import request_step_down
+
+    a = make_elector(shared_redis.url, prefix, "a")
+    wait_until(lambda: a.is_leader)
+    b = make_elector(shared_redis.url, prefix, "b")
+    wait_until(lambda: b.leader is not None)
+    r = shared_redis.client()
+    asked = request_step_down(r, prefix)  # e.g. from a one-off dyno
+    assert asked.site == "a"
+    wait_until(lambda: b.is_leader, timeout=5, what="b to lead")
+    assert events.of("demoted", "a")[0][3] == "step_down"
+    # a demoted itself before it released: the term ends before b's begins.
+    assert events.of("demoted", "a")[0][0] <= events.of("elected", "b")[0][0]
+    assert not r.exists(f"{prefix}:lease:step-down")
+    assert request_step_down(r, f"{prefix}-nobody") is None

@@ -116,7 +116,7 @@ def test_a_job_taken_by_a_followers_worker_goes_back_to_the_leader(sites, shared
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=5)
     tick = time.time()
     job_id = f"{prefix}-manual-{int(tick * 1000)}"
-    Queue("baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
+    Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
         run_tick, args=("manual", tick, job_id, "tests.support.jobs:record_tick", (), {}, 60.0, "finish", prefix),
         job_id=job_id,
     )
@@ -200,7 +200,7 @@ def test_a_job_is_stopped_when_the_site_loses_the_lease_if_its_entry_says_so(sit
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
     tick = time.time()
     job_id = f"{prefix}-slow-{int(tick * 1000)}"
-    Queue("baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
+    Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
         run_tick, args=("slow", tick, job_id, "tests.support.jobs:record_tick", (), {"sleep": 6}, 60.0, "stop", prefix),
         job_id=job_id, timeout=60,
     )
@@ -238,3 +238,33 @@ def test_bad_input_stops_the_process_with_one_line(shared_redis, env, needle, co
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], done.stderr
+
+
+def test_nothing_runs_while_the_lease_cannot_be_read(sites, shared_redis, r, prefix):
+    """Fail closed: junk at the lease key means no site can prove it leads."""
+    r.set(f"{prefix}:lease", "typed by hand")
+    a = sites("a", shared_redis.url, prefix, "tests.support.schedule_removed", scheduler=False)
+    wait_until(lambda: a.worker.has("lease_unreadable"), timeout=10)
+    tick = time.time()
+    job_id = f"{prefix}-manual-{int(tick * 1000)}"
+    Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
+        run_tick, args=("manual", tick, job_id, "tests.support.jobs:record_tick", (), {}, 60.0, "finish", prefix),
+        job_id=job_id,
+    )
+    time.sleep(3)
+    assert executions(r, prefix) == []
+    assert r.lrange(f"rq:queue:{prefix}-baton", 0, -1) == [job_id]  # still queued, not lost
+
+
+def test_the_shipped_schedule_loads_and_its_heartbeat_writes_fenced(shared_redis, r, prefix):
+    from workers.loader import load_schedule
+
+    names = [e.name for e in load_schedule("workers.schedule")]
+    assert names == ["log-time", "heartbeat"]
+    a = Site("a", shared_redis.url, prefix, "workers.schedule",
+             extra_env={"BATON_LEASE_TTL": "1", "BATON_RENEW_INTERVAL": "0.2", "BATON_RENEW_DEADLINE": "0.7"})
+    try:
+        wait_until(lambda: a.scheduler.has("schedule_written"), timeout=10)
+        assert a.scheduler.has("log-time=added") and a.scheduler.has("heartbeat=added")
+    finally:
+        a.stop()

@@ -17,7 +17,7 @@ import threading
 from election import Callbacks, Elector, Lease
 from election.logfmt import configure_stdout_logging, log_event
 
-from .entries import ScheduleError
+from .entries import ScheduleError, rq_queue_name
 from .loader import load_schedule
 from .settings import ConfigError, Settings
 
@@ -33,7 +33,9 @@ def _setup(argv):
 def run_worker(settings: Settings, entries) -> int:
     from .worker import LeaderGatedWorker
 
-    queues = sorted({entry.queue for entry in entries}) or ["baton"]
+    queues = sorted({rq_queue_name(settings.prefix, entry.queue) for entry in entries}) or [
+        rq_queue_name(settings.prefix, "baton")
+    ]
     connection = settings.redis_client("worker")
     identity = settings.identity
     worker = LeaderGatedWorker(

@@ -35,6 +35,12 @@ STOP = "stop"      # stop the job at once
 LOST_LEASE_POLICIES = (FINISH, STOP)
 
 
+def rq_queue_name(prefix: str, queue: str) -> str:
+    """The RQ queue an entry's ticks go to. Prefixed, so that two deployments
+    sharing one Redis never take each other's jobs."""
+    return f"{prefix}-{queue}"
+
+
 class ScheduleError(ValueError):
     """A schedule mistake, as one line naming the entry and the fix."""
 

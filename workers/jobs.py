@@ -7,6 +7,9 @@ import time
 
 from election.logfmt import log_event
 
+from .context import current_run
+from .fencing import fenced_set
+
 log = logging.getLogger("baton.jobs")
 
 
@@ -17,8 +20,13 @@ def log_time() -> str:
     return now
 
 
-def heartbeat() -> float:
-    """A short-interval job that shows the schedule is alive."""
+def heartbeat() -> bool:
+    """Shows the schedule is alive, and how to write with a fencing token:
+    ``{prefix}:heartbeat`` only ever moves forward, even if a paused
+    ex-leader's heartbeat arrives after the new leader's."""
+    run = current_run()
     now = time.time()
-    log_event(log, logging.INFO, "heartbeat", at=round(now, 3))
-    return now
+    written = fenced_set(run.connection, f"{run.prefix}:heartbeat", f"{now:.3f} {run.site} token={run.token}",
+                         run.token, prefix=run.prefix)
+    log_event(log, logging.INFO, "heartbeat", site=run.site, token=run.token, written=written)
+    return written

@@ -10,8 +10,30 @@ def runs_key(prefix: str) -> str:
     return f"{prefix}:runs"
 
 
+def counts_key(prefix: str) -> str:
+    return f"{prefix}:run-counts"
+
+
 def record_run(connection, prefix: str, entry: str, **fields) -> None:
-    connection.hset(runs_key(prefix), entry, json.dumps({"entry": entry, **fields}, sort_keys=True))
+    """Keep the entry's last run and count its outcome (``{prefix}:run-counts``,
+    field ``<entry>:<outcome>``, for /metrics)."""
+    with connection.pipeline(transaction=False) as pipe:
+        pipe.hset(runs_key(prefix), entry, json.dumps({"entry": entry, **fields}, sort_keys=True))
+        pipe.hincrby(counts_key(prefix), f"{entry}:{fields.get('outcome', 'unknown')}", 1)
+        pipe.execute()
+
+
+def run_counts(connection, prefix: str) -> dict:
+    """{(entry, outcome): count}."""
+    out = {}
+    for field, value in connection.hgetall(counts_key(prefix)).items():
+        field = field.decode() if isinstance(field, bytes) else field
+        entry, _, outcome = field.rpartition(":")
+        try:
+            out[(entry, outcome)] = int(value)
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def last_runs(connection, prefix: str) -> dict:

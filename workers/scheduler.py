@@ -24,6 +24,7 @@ from rq.job import Job
 from election.backoff import Backoff
 from election.logfmt import log_event
 
+from .entries import rq_queue_name
 from .runner import run_tick
 from .store import ScheduleStore
 from .ticks import grace_of, plan, tick_id
@@ -138,7 +139,7 @@ class TickScheduler:
         job_id = f"{self.prefix}-{tick_id(entry, tick)}"
         if Job.exists(job_id, connection=self.connection):
             return  # enqueued before a crash or by another scheduler: runs once anyway
-        Queue(entry.queue, connection=self.connection).enqueue_call(
+        Queue(rq_queue_name(self.prefix, entry.queue), connection=self.connection).enqueue_call(
             func=run_tick,
             args=(entry.name, tick, job_id, entry.func_path, tuple(entry.args), dict(entry.kwargs),
                   grace_of(entry, tick, self.zone), entry.on_lost_lease, self.prefix),

@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 from rq.job import Job
 from rq_scheduler import Scheduler
 
-from .entries import Entry
+from .entries import Entry, rq_queue_name
 from .ticks import next_tick
 
 # ADVANCE — move an entry's slot to its next time, but only if the slot is
@@ -51,7 +51,7 @@ class ScheduleStore:
         self.connection = connection  # a redis.Redis without decode_responses (RQ's need)
         self.prefix = prefix
         self.zone = zone
-        self.scheduler = Scheduler(connection=connection, queue_name="baton")
+        self.scheduler = Scheduler(connection=connection, queue_name=rq_queue_name(prefix, "baton"))
         self.scheduler.scheduled_jobs_key = f"rq:scheduler:{prefix}:scheduled_jobs"
         self._advance = connection.register_script(ADVANCE)
 
@@ -94,7 +94,7 @@ class ScheduleStore:
             else:
                 meta["interval"] = entry.every
             job = self.scheduler._create_job(
-                entry.func, args=entry.args, kwargs=entry.kwargs, id=job_id, queue_name=entry.queue,
+                entry.func, args=entry.args, kwargs=entry.kwargs, id=job_id, queue_name=rq_queue_name(self.prefix, entry.queue),
                 timeout=entry.timeout, meta=meta, result_ttl=-1, commit=True,
             )
             self.connection.zadd(self.key, {job.id: next_tick(entry, now, self.zone)})

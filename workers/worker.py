@@ -11,6 +11,7 @@ The job is stamped with the site and fencing token it runs under.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 
 from redis.exceptions import RedisError
@@ -70,6 +71,19 @@ class LeaderGatedWorker(Worker):
         job.meta["baton_token"] = token
         job.save_meta()
         super().execute_job(job, queue)
+
+    def request_stop(self, signum, frame):
+        """Warm shutdown on the first SIGTERM or SIGINT, as RQ does — but a
+        repeated SIGTERM changes nothing (Heroku may send several, and RQ
+        would turn the second into a cold shutdown that kills the running
+        job). A second SIGINT still forces a cold shutdown."""
+        try:
+            super().request_stop(signum, frame)
+        finally:
+            signal.signal(signal.SIGTERM, self._ignore_repeated_sigterm)
+
+    def _ignore_repeated_sigterm(self, _signum, _frame):
+        log_event(log, logging.INFO, "sigterm_repeated", site=self.baton_site, action="ignored")
 
     def _put_back(self, job, queue) -> None:
         """Return a dequeued job to the front of its queue, as it was."""

@@ -1,0 +1,35 @@
+"""The web process of a Baton site: a Flask app factory.
+
+gunicorn runs ``app:create_app()`` with ``app/gunicorn_conf.py``; the lease
+and the scheduler live in the gunicorn master (app/runtime.py), and the views
+here read what it publishes and what is in Redis.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g
+
+from .settings import WebSettings
+
+
+def create_app(settings: WebSettings | None = None) -> Flask:
+    app = Flask(__name__)
+    app.extensions["baton"] = settings or WebSettings.from_env()
+
+    from .cli import baton_cli
+    from .health import health
+    from .ops import ops
+
+    app.register_blueprint(health)
+    app.register_blueprint(ops)
+    app.cli.add_command(baton_cli)
+
+    @app.teardown_appcontext
+    def close_redis(_exc):
+        # One short-lived connection per request: an idle HTTP worker holds
+        # none, which keeps the dyno within its connection budget.
+        client = g.pop("baton_redis", None)
+        if client is not None:
+            client.close()
+
+    return app

@@ -1,0 +1,62 @@
+"""gunicorn configuration: the web process of a Baton site.
+
+The port is bound before any Baton code talks to Redis: the elector, the
+scheduler loop and the embedded worker start in ``when_ready`` (in the
+master, once per dyno, whatever WEB_CONCURRENCY is) and connect lazily, so a
+Redis that is down at boot never delays the bind (Heroku's R10).
+"""
+
+import os
+import signal
+import sys
+
+from app.settings import WebSettings
+from election.logfmt import configure_stdout_logging
+from workers.entries import ScheduleError
+from workers.loader import load_schedule
+from workers.settings import ConfigError
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# HTTP requests in flight get this long on shutdown; the lease handoff does
+# not wait for them (it runs beside gunicorn's own stop).
+graceful_timeout = 5
+timeout = 30
+# gunicorn >= 25 opens a control socket per user; several local sites would
+# fight over it, and Baton does not use it.
+control_socket_disable = True
+accesslog = None
+
+# Validate before gunicorn binds anything: a mistake is one line and exit 2.
+try:
+    SETTINGS = WebSettings.from_env()
+    load_schedule(SETTINGS.core.schedule_module)
+except (ConfigError, ScheduleError) as exc:
+    print(f"baton: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
+def when_ready(server):
+    from app.runtime import SiteRuntime
+
+    configure_stdout_logging()
+    runtime = SiteRuntime(SETTINGS)
+    server.baton_runtime = runtime
+    runtime.start()
+    # Hand the lease over as soon as SIGTERM/SIGINT arrives, beside gunicorn's
+    # own graceful stop of its HTTP workers (which then waits in on_exit).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gunicorn_handler = signal.getsignal(sig)
+
+        def handler(signum, frame, gunicorn_handler=gunicorn_handler):
+            runtime.request_shutdown()
+            gunicorn_handler(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def on_exit(server):
+    runtime = getattr(server, "baton_runtime", None)
+    if runtime is not None:
+        # The grace for a running job, plus the release and worker exit.
+        runtime.wait_for_shutdown(SETTINGS.shutdown_grace + 7)

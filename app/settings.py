@@ -1,0 +1,57 @@
+"""The web process's settings: the workers' (Redis, site, prefix, timings)
+plus what only the web process needs. Validated at start; a bad value stops
+the process with one line naming the variable."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from workers.settings import ConfigError, Settings, _seconds
+
+
+def _flag(env, name, default: bool) -> bool:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false (1/0, yes/no); got {raw!r}")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    core: Settings
+    auth_username: str | None
+    auth_password: str | None
+    embedded_worker: bool
+    shutdown_grace: float  # how long a running job may take to finish on SIGTERM
+    keep_awake_url: str | None
+    keep_awake_interval: float
+
+    @classmethod
+    def from_env(cls, environ=None) -> "WebSettings":
+        env = os.environ if environ is None else environ
+        core = Settings.from_env(env)
+        username, password = env.get("BASIC_AUTH_USERNAME") or None, env.get("BASIC_AUTH_PASSWORD") or None
+        if (username is None) != (password is None):
+            missing = "BASIC_AUTH_PASSWORD" if password is None else "BASIC_AUTH_USERNAME"
+            raise ConfigError(f"{missing} must be set too (set both BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD, or neither)")
+        url = env.get("KEEP_AWAKE_URL") or None
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"KEEP_AWAKE_URL must be the site's public http(s):// URL; got {url!r}")
+        grace = _seconds(env, "BATON_SHUTDOWN_GRACE", 20.0)
+        if grace >= 28:
+            raise ConfigError("BATON_SHUTDOWN_GRACE must be under 28 seconds: Heroku sends SIGKILL 30 s after SIGTERM")
+        return cls(
+            core=core,
+            auth_username=username,
+            auth_password=password,
+            embedded_worker=_flag(env, "BATON_EMBEDDED_WORKER", True),
+            shutdown_grace=grace,
+            keep_awake_url=url,
+            keep_awake_interval=_seconds(env, "KEEP_AWAKE_INTERVAL", 20 * 60.0),
+        )

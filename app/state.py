@@ -1,0 +1,82 @@
+"""What the views know: the master's state file and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from flask import current_app, g
+
+from election import LeaseCorrupt, read_lease
+from workers.runs import last_runs, run_counts
+
+# A state file older than this means the master stopped refreshing it.
+STATE_STALE_S = 5.0
+
+
+def settings():
+    return current_app.extensions["baton"]
+
+
+def redis_client():
+    if "baton_redis" not in g:
+        g.baton_redis = settings().core.redis_client("web", socket_timeout=2, socket_connect_timeout=2,
+                                                      decode_responses=True)
+    return g.baton_redis
+
+
+def master_state() -> dict | None:
+    """The gunicorn master's published state, or None outside gunicorn."""
+    path = os.environ.get("BATON_STATE_FILE")
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    state["stale"] = time.time() - state.get("written_at", 0) > STATE_STALE_S
+    return state
+
+
+def redis_reachable() -> bool:
+    try:
+        return bool(redis_client().ping())
+    except Exception:
+        return False
+
+
+def status() -> dict:
+    """Everything /status and the dashboard show. Raises redis errors."""
+    core = settings().core
+    client = redis_client()
+    prefix = core.prefix
+    state = master_state() or {}
+    try:
+        record = read_lease(client, prefix)
+        lease, lease_problem = (record.as_dict() if record else None), None
+    except LeaseCorrupt as exc:
+        lease, lease_problem = None, {"key": exc.key, "problem": exc.problem, "fix": exc.fix}
+    site = core.identity.site
+    slots = client.zrange(f"rq:scheduler:{prefix}:scheduled_jobs", 0, -1, withscores=True)
+    history = []
+    for entry_id, fields in client.xrevrange(f"{prefix}:history", "+", "-", count=50):
+        history.append({"at": int(entry_id.split("-")[0]), **fields})
+    return {
+        "site": site,
+        "identity": {"site": site, "dyno": core.identity.dyno, "holder": state.get("holder")},
+        "role": "leader" if lease and lease["site"] == site else "follower",
+        "leader": lease,
+        "lease_problem": lease_problem,
+        "time_left_ms": lease["pttl_ms"] if lease else None,
+        "timings": {"ttl_s": core.election.ttl, "renew_interval_s": core.election.renew_interval,
+                    "renew_deadline_s": core.election.renew_deadline},
+        "timezone": core.timezone.key,
+        "next_runs": {job_id[len(prefix) + len("-entry-"):]: score for job_id, score in slots},
+        "last_runs": last_runs(client, prefix),
+        "run_counts": {f"{e}:{o}": n for (e, o), n in run_counts(client, prefix).items()},
+        "history": history,
+        "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "counters", "worker", "stale")},
+        "now_ms": int(time.time() * 1000),
+    }

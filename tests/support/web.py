@@ -1,0 +1,84 @@
+"""A real gunicorn web process for one site (app/gunicorn_conf.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+
+from tests.support.redis_server import free_port
+from tests.support.sites import FAST_ENV, ROOT
+
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+
+
+class WebSite:
+    def __init__(self, name, redis_url, prefix, schedule="tests.support.schedule_removed", extra_env=None,
+                 auth=("op", "s3cret-pass")):
+        self.name = name
+        self.port = free_port()
+        self.auth = auth
+        env = {**os.environ, **FAST_ENV, "REDIS_URL": redis_url, "BATON_PREFIX": prefix,
+               "BATON_SCHEDULE": schedule, "BATON_SITE": name, "PORT": str(self.port),
+               "PYTHONUNBUFFERED": "1", "WEB_CONCURRENCY": "2"}
+        if auth:
+            env.update(BASIC_AUTH_USERNAME=auth[0], BASIC_AUTH_PASSWORD=auth[1])
+        env.update(extra_env or {})
+        self.env = env
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [GUNICORN, "-c", "app/gunicorn_conf.py", "app:create_app()"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def has(self, text) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def bound(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def get(self, path, auth="default", method="GET"):
+        """(status, body) — auth None sends no credentials."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+        credentials = self.auth if auth == "default" else auth
+        if credentials:
+            token = b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def signal(self, sig):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill_all(self):
+        """SIGKILL the whole dyno: master, HTTP workers, embedded worker."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.kill_all()

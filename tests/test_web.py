@@ -1,0 +1,241 @@
+"""The web process: real gunicorn, real signals, real Redis."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from rq import Queue
+
+from election import read_lease
+from tests.conftest import wait_until
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.sites import ROOT
+from tests.support.web import GUNICORN, WebSite
+from workers.runner import run_tick
+
+
+@pytest.fixture
+def web():
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(WebSite(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for site in made:
+        site.close()
+
+
+def leader(r, prefix):
+    record = read_lease(r, prefix)
+    return record.site if record else None
+
+
+def enqueue_slow(shared_redis, prefix, seconds):
+    tick = time.time()
+    job_id = f"{prefix}-slow-{int(tick * 1000)}"
+    Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
+        run_tick, args=("slow", tick, job_id, "tests.support.jobs:record_tick", (), {"sleep": seconds}, 60.0,
+                        "finish", prefix),
+        job_id=job_id, timeout=60,
+    )
+    return job_id
+
+
+def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, prefix):
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    b = web("b", shared_redis.url, prefix)
+    wait_until(lambda: b.has("leader_changed"), timeout=15)
+    wait_until(lambda: a.has("worker_start"), timeout=15)
+    enqueue_slow(shared_redis, prefix, 3)
+    wait_until(lambda: a.has("job_start"), timeout=10)
+    sent = time.monotonic()
+    a.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    a.signal(signal.SIGTERM)  # Heroku may send several: nothing changes
+    assert a.proc.wait(30) == 0
+    assert time.monotonic() - sent < 30
+    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    runs = [json.loads(x) for x in r.lrange(f"{prefix}:test:executions", 0, -1)]
+    assert len(runs) == 1 and runs[0]["site"] == "a"  # the job finished on a
+    lines = a.lines
+    job_end = next(i for i, line in enumerate(lines) if "event=job_end" in line)
+    released = next(i for i, line in enumerate(lines) if "event=released" in line)
+    assert job_end < released, "the lease was released before the running job finished"
+    assert a.has("job_was_running=True")
+
+
+def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, shared_redis, prefix):
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    b = web("b", shared_redis.url, prefix)
+    wait_until(lambda: b.has("leader_changed"), timeout=15)
+    a.signal(signal.SIGTERM)
+    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    assert a.proc.wait(30) == 0
+    assert a.has("job_was_running=False")
+    # Now kill b's whole dyno: a newcomer takes over only once the lease expired.
+    c = web("c", shared_redis.url, prefix)
+    wait_until(lambda: c.has("leader_changed"), timeout=15)
+    record = read_lease(r, prefix)
+    b.kill_all()
+    killed = time.time()
+    wait_until(lambda: leader(r, prefix) == "c", timeout=10)
+    took_over = time.time()
+    assert took_over * 1000 >= read_lease(r, prefix).acquired_at - 5
+    assert read_lease(r, prefix).acquired_at >= record.renewed_at + record.ttl_ms - 5
+    assert took_over - killed < 5
+
+
+def test_boot_with_redis_down_binds_at_once_and_elects_when_redis_comes(web, prefix):
+    server = RedisServer()  # not started yet: its port refuses connections
+    try:
+        a = web("a", server.url, prefix, extra_env={"WEB_CONCURRENCY": "3"})
+        wait_until(a.bound, timeout=10, what="the port to be bound")
+        assert time.monotonic() - a.started < 10
+        status, body = a.get("/healthz", auth=None)
+        assert status == 200 and json.loads(body)["redis"] == "unreachable"
+        server.start()
+        r = server.client()
+        wait_until(lambda: leader(r, prefix) == "a", timeout=15, what="election once Redis is up")
+        wait_until(lambda: json.loads(a.get("/healthz", auth=None)[1])["redis"] == "reachable", timeout=5)
+        time.sleep(1)
+        names = [c["name"] for c in r.client_list()]
+        assert names.count("baton:a:elector") == 1  # WEB_CONCURRENCY=3, one elector per dyno
+        assert len([n for n in names if n.startswith("baton:a:")]) <= 4  # the connection budget
+    finally:
+        server.stop()
+
+
+def test_auth_and_secrets(web, shared_redis, prefix):
+    # A password in REDIS_URL too: it must show nowhere.
+    url = shared_redis.url.replace("redis://", "redis://:@")
+    r = shared_redis.client()
+    a = web("a", url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    assert a.get("/status", auth=None)[0] == 401
+    status, body = a.get("/status", auth=("op", "wrong"))
+    assert status == 401 and body == ""
+    status, body = a.get("/status")
+    assert status == 200
+    data = json.loads(body)
+    assert data["role"] == "leader" and data["leader"]["site"] == "a" and data["time_left_ms"] > 0
+    assert a.get("/")[0] == 200 and "Baton" in a.get("/")[1]
+    status, metrics = a.get("/metrics")
+    assert status == 200 and 'baton_is_leader{site="a"} 1' in metrics
+    status, body = a.get("/healthz", auth=None)
+    assert status == 200 and json.loads(body) == {"status": "ok", "site": "a", "role": "leader", "redis": "reachable"}
+    for path in ("/status", "/", "/metrics", "/healthz"):
+        assert "s3cret-pass" not in a.get(path)[1]
+    assert not any("s3cret-pass" in line for line in a.lines)
+
+    # Without credentials configured the operator routes say what to set.
+    b = web("b", shared_redis.url, prefix, auth=None)
+    wait_until(b.bound, timeout=10)
+    status, body = b.get("/status", auth=None)
+    assert status == 503 and "BASIC_AUTH_USERNAME" in body and "BASIC_AUTH_PASSWORD" in body
+
+
+def test_release_endpoint_and_cli(web, shared_redis, prefix):
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    b = web("b", shared_redis.url, prefix)
+    wait_until(lambda: b.has("leader_changed"), timeout=15)
+    assert b.get("/lease/release", method="POST")[0] == 409
+    status, body = a.get("/lease/release", method="POST")
+    assert status == 200 and json.loads(body)["leader"]["site"] == "b"
+    env = {**a.env}
+    out = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "baton", "status"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "leader:   b" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "baton", "release"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "now leading" in out.stdout
+    wait_until(lambda: leader(r, prefix) == "a", timeout=10)
+
+
+def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(time.monotonic())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        a = web("a", shared_redis.url, prefix, extra_env={
+            "KEEP_AWAKE_URL": f"http://127.0.0.1:{server.server_port}/healthz", "KEEP_AWAKE_INTERVAL": "0.5"})
+        wait_until(lambda: len(hits) >= 3, timeout=15, what="three keep-awake requests")
+        assert a.has("event=keep_awake")
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"REDIS_URL": "", "REDIS_TLS_URL": ""}, "REDIS_URL"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+        ({"BATON_SITE": "a b"}, "BATON_SITE"),
+        ({"BATON_PREFIX": "x:y"}, "BATON_PREFIX"),
+        ({"BATON_TIMEZONE": "Nowhere/Town"}, "BATON_TIMEZONE"),
+        ({"BATON_LEASE_TTL": "-3"}, "BATON_LEASE_TTL"),
+        ({"BATON_RENEW_INTERVAL": "soon"}, "BATON_RENEW_INTERVAL"),
+        ({"BATON_RENEW_DEADLINE": "99"}, "BATON_RENEW_DEADLINE"),
+        ({"BATON_REDIS_TLS_VERIFY": "sometimes"}, "BATON_REDIS_TLS_VERIFY"),
+        ({"BATON_SCHEDULE": "tests.support.bad.bad_cron"}, "nightly"),
+        ({"BASIC_AUTH_USERNAME": "op", "BASIC_AUTH_PASSWORD": ""}, "BASIC_AUTH_PASSWORD"),
+        ({"KEEP_AWAKE_URL": "example.com"}, "KEEP_AWAKE_URL"),
+        ({"KEEP_AWAKE_INTERVAL": "0"}, "KEEP_AWAKE_INTERVAL"),
+        ({"BATON_EMBEDDED_WORKER": "maybe"}, "BATON_EMBEDDED_WORKER"),
+        ({"BATON_SHUTDOWN_GRACE": "45"}, "BATON_SHUTDOWN_GRACE"),
+    ],
+)
+def test_config_errors_stop_gunicorn_with_one_line(shared_redis, env, needle):
+    import os
+
+    full = {**os.environ, "REDIS_URL": shared_redis.url, "BATON_SITE": "a", "PORT": str(free_port()), **env}
+    done = subprocess.run([GUNICORN, "-c", "app/gunicorn_conf.py", "app:create_app()"], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    lines = [line for line in (done.stderr + done.stdout).strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_dashboard_in_headless_chromium_shows_the_leader(web, shared_redis, prefix, tmp_path):
+    import re
+    import shutil
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: apt-get install chromium (.ci/run installs it)"
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    user, password = a.auth
+    done = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path}", "--virtual-time-budget=5000", "--dump-dom",
+         f"http://{user}:{password}@127.0.0.1:{a.port}/"],
+        capture_output=True, text=True, timeout=60,
+    )
+    match = re.search(r'id="leader-site"[^>]*>([^<]*)<', done.stdout)
+    assert match and match.group(1) == "a", done.stdout[-2000:]
+    assert 'class="role leader"' in done.stdout
+    assert re.search(r'id="countdown">\d+\.\d s<', done.stdout)
