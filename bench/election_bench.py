@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+from bench.monitor import CommandMonitor
+from bench.waiting import wait_for
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,14 +22,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The short hold-off lets the resumed holder retake the lease at once for the
 # next round.
 FAST = ElectionConfig(ttl=1.0, renew_interval=0.2, renew_deadline=0.7, step_down_hold_off=0.05)
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"benchmark timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 class _Candidate:
@@ -64,11 +58,11 @@ def takeover_lag(url: str, rounds: int, prefix: str = "bench-takeover") -> list:
     follower = None
     samples = []
     try:
-        _wait(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
+        wait_for(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
         follower = _Candidate(url, prefix, "waiter", config)
         for _ in range(rounds):
-            _wait(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
-            _wait(lambda: follower.elector.leader is not None and follower.elector.leader.site == "frozen",
+            wait_for(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
+            wait_for(lambda: follower.elector.leader is not None and follower.elector.leader.site == "frozen",
                   10, "follower to see the child")
             follower.got.clear()
             time.sleep(0.05)
@@ -107,9 +101,9 @@ def idle_cost(url: str, seconds: float, prefix: str = "bench-idle") -> dict:
     config = ElectionConfig()
     sites = ["idle-leader", "idle-follower-0", "idle-follower-1"]
     leader = _Candidate(url, prefix, sites[0], config)
-    _wait(lambda: leader.elector.is_leader, 5, "leader")
+    wait_for(lambda: leader.elector.is_leader, 5, "leader")
     followers = [_Candidate(url, prefix, site, config) for site in sites[1:]]
-    _wait(lambda: all(f.elector.leader for f in followers), 5, "followers")
+    wait_for(lambda: all(f.elector.leader for f in followers), 5, "followers")
     time.sleep(0.5)
 
     counts = {site: 0 for site in sites}
@@ -127,31 +121,20 @@ def idle_cost(url: str, seconds: float, prefix: str = "bench-idle") -> dict:
                     addresses[c["addr"]] = s
 
     refresh_addresses()
+
+    def count(address, _text):
+        site = addresses.get(address)
+        if site:
+            counts[site] += 1
+
+    monitor = CommandMonitor(url, count).start()
     stop_at = time.monotonic() + seconds
-    monitor_client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2)
-
-    def watch():
-        with monitor_client.monitor() as monitor:
-            while time.monotonic() < stop_at:
-                try:
-                    command = monitor.next_command()
-                except redis.TimeoutError:
-                    continue
-                if command.get("client_type") == "lua":
-                    continue
-                site = addresses.get(f"{command['client_address']}:{command['client_port']}")
-                if site:
-                    counts[site] += 1
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     while time.monotonic() < stop_at:
         time.sleep(1)
         refresh_addresses()
-    watcher.join(5)
+    monitor.stop()
     for candidate in [leader, *followers]:
         candidate.elector.stop()
-    monitor_client.close()
     admin.close()
     return {
         "window_s": seconds,

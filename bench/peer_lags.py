@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ RQ_LOCK_KEY = "rq:scheduler_lock"
 def redis_lock_expiry_lag(url: str, rounds: int, expire: int = 1) -> list:
     """Lock key expired → the blocked waiter's acquire() returns (ms)."""
     admin = redis.Redis.from_url(url)
+    rng = random.Random(7)
     # redis-py 8's default 5 s socket timeout would cut the waiter's BLPOP.
     waiter_client = redis.Redis.from_url(url, socket_timeout=None)
     samples = []
@@ -52,9 +54,13 @@ def redis_lock_expiry_lag(url: str, rounds: int, expire: int = 1) -> list:
                 raise RuntimeError("python-redis-lock holder did not start")
             acquired_at = []
             waiter = redis_lock.Lock(waiter_client, key, expire=expire, auto_renewal=True)
+            # Random phases: the waiter's BLPOP cycle and the holder's renewal
+            # cycle would otherwise stay locked together and every round
+            # would sample the same point of them.
+            time.sleep(rng.uniform(0, expire))
             thread = threading.Thread(target=lambda: waiter.acquire() and acquired_at.append(time.monotonic()))
             thread.start()
-            time.sleep(0.1)
+            time.sleep(rng.uniform(0.05, expire))
             os.kill(holder.pid, signal.SIGSTOP)
             time.sleep(0.01)
             pttl = admin.pttl(key)

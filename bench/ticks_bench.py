@@ -5,11 +5,11 @@ on one site, default lease timings, a 1 s interval entry."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import redis
 
+from bench.monitor import CommandMonitor
 from tests.support.sites import Site
 
 
@@ -32,39 +32,25 @@ def tick_lateness(url: str, ticks: int, prefix: str = "bench-ticks") -> dict:
     executions_key = f"{prefix}:test:executions"
     counts = {"commands": 0, "baton": 0}
     by_command = {}
-    stop = threading.Event()
+    addresses: dict = {}  # "ip:port" -> connection name
 
-    def named(addr_map):
+    def learn_addresses():
         for c in admin.client_list():
             name = c.get("name", "")
             if name.startswith("baton:bench:") and not name.endswith(":elector"):
-                addr_map[c["addr"]] = name
+                addresses[c["addr"]] = name
 
-    addresses: dict = {}
-
-    def watch():
-        monitor_client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2)
-        with monitor_client.monitor() as monitor:
-            while not stop.is_set():
-                try:
-                    command = monitor.next_command()
-                except redis.TimeoutError:
-                    continue
-                if command.get("client_type") == "lua":
-                    continue
-                address = f"{command['client_address']}:{command['client_port']}"
-                if address not in addresses:
-                    named(addresses)  # a work horse's fresh connection
-                if address in addresses:
-                    text = command["command"]
-                    counts["commands"] += 1
-                    # Baton's own commands touch its keys; RQ's touch rq:* only.
-                    if f"{prefix}:" in text and f"{prefix}:test:" not in text:
-                        counts["baton"] += 1
-                    role = addresses[address].split(":")[-1]
-                    label = f"{role} {text.split(' ')[0].upper()}"
-                    by_command[label] = by_command.get(label, 0) + 1
-        monitor_client.close()
+    def count(address, text):
+        if address not in addresses:
+            learn_addresses()  # a work horse's fresh connection
+        if address not in addresses:
+            return
+        counts["commands"] += 1
+        # Baton's own commands touch its keys; RQ's touch rq:* only.
+        if f"{prefix}:" in text and f"{prefix}:test:" not in text:
+            counts["baton"] += 1
+        label = f"{addresses[address].split(':')[-1]} {text.split(' ')[0].upper()}"
+        by_command[label] = by_command.get(label, 0) + 1
 
     try:
         deadline = time.monotonic() + 30
@@ -72,17 +58,15 @@ def tick_lateness(url: str, ticks: int, prefix: str = "bench-ticks") -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("the bench site never ran a tick")
             time.sleep(0.1)
-        named(addresses)
+        learn_addresses()
         first = admin.llen(executions_key)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+        monitor = CommandMonitor(url, count).start()
         deadline = time.monotonic() + ticks * 1.5 + 30
         while admin.llen(executions_key) < first + ticks:
             if time.monotonic() > deadline:
                 raise RuntimeError("ticks stopped running")
             time.sleep(0.2)
-        stop.set()
-        watcher.join(5)
+        monitor.stop()
         done = admin.llen(executions_key) - first
         runs = [json.loads(x) for x in admin.lrange(executions_key, first, first + ticks - 1)]
     finally:

@@ -9,16 +9,9 @@ import time
 
 import redis
 
+from bench.waiting import wait_for
 from election import read_lease
 from tests.support.web import WebSite
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"benchmark timed out waiting for {what}")
-        time.sleep(0.002)
 
 
 def boot_to_bound(url: str, rounds: int, prefix: str = "bench-boot") -> list:
@@ -27,7 +20,7 @@ def boot_to_bound(url: str, rounds: int, prefix: str = "bench-boot") -> list:
     for i in range(rounds):
         site = WebSite(f"boot{i}", url, prefix)
         try:
-            _wait(site.bound, 30, "the port")
+            wait_for(site.bound, 30, "the port")
             samples.append((time.monotonic() - site.started) * 1000)
         finally:
             site.close()
@@ -44,14 +37,14 @@ def sigterm_handoff(url: str, rounds: int, prefix: str = "bench-sigterm") -> lis
     samples = []
     try:
         for _ in range(rounds):
-            _wait(lambda: read_lease(client, prefix) is not None, 30, "a leader")
+            wait_for(lambda: read_lease(client, prefix) is not None, 30, "a leader")
             holder = read_lease(client, prefix).site
             other = "y" if holder == "x" else "x"
-            _wait(lambda: sites[other].has("leader_changed"), 30, "the other site to follow")
+            wait_for(lambda: sites[other].has("leader_changed"), 30, "the other site to follow")
             time.sleep(0.3)
             sent = time.time()
             sites[holder].signal(signal.SIGTERM)
-            _wait(lambda: (r := read_lease(client, prefix)) is not None and r.site == other, 10, "handoff")
+            wait_for(lambda: (r := read_lease(client, prefix)) is not None and r.site == other, 10, "handoff")
             samples.append(read_lease(client, prefix).acquired_at - sent * 1000)
             sites[holder].proc.wait(30)
             sites[holder].close()
@@ -98,7 +91,7 @@ def dyno_footprint(url: str, seconds: float, prefix: str = "bench-dyno") -> dict
     client = redis.Redis.from_url(url, decode_responses=True)
     site = WebSite("dyno", url, prefix, schedule="workers.schedule")
     try:
-        _wait(lambda: site.has("worker_start"), 30, "the embedded worker")
+        wait_for(lambda: site.has("worker_start"), 30, "the embedded worker")
         time.sleep(2)
         most, rss, pss = 0, 0, 0
         end = time.monotonic() + seconds

@@ -15,7 +15,7 @@ import signal
 import time
 
 from redis.exceptions import RedisError
-from rq.worker import Worker
+from rq.worker import Worker, WorkerStatus
 
 from election import LeaseCorrupt, read_lease
 from election.logfmt import log_event
@@ -53,7 +53,10 @@ class LeaderGatedWorker(Worker):
             if not announced:
                 log_event(log, logging.INFO, "worker_waiting_for_lease", site=self.baton_site)
                 announced = True
-            self.heartbeat()
+            try:
+                self.heartbeat()
+            except RedisError:
+                pass  # Redis trouble: keep waiting (RQ would quit on an error raised here)
             time.sleep(LEADERSHIP_POLL_S)
         return False
 
@@ -63,10 +66,18 @@ class LeaderGatedWorker(Worker):
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def execute_job(self, job, queue):
-        token = self._leading_token()
-        if token is None:
-            self._put_back(job, queue)
-            return
+        # While idle, RQ answers SIGTERM by raising StopRequested inside the
+        # signal handler, which could cut the put-back in half and strand the
+        # job in the intermediate list. Marked busy, a SIGTERM only asks the
+        # loop to stop after this job.
+        idle_state, self._state = self._state, WorkerStatus.BUSY
+        try:
+            token = self._leading_token()
+            if token is None:
+                self._put_back(job, queue)
+                return
+        finally:
+            self._state = idle_state
         job.meta["baton_site"] = self.baton_site
         job.meta["baton_token"] = token
         job.save_meta()

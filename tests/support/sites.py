@@ -13,11 +13,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FAST_ENV = {"BATON_LEASE_TTL": "1", "BATON_RENEW_INTERVAL": "0.2", "BATON_RENEW_DEADLINE": "0.7"}
 
 
-class Proc:
-    def __init__(self, args, env):
+class OutputProcess:
+    """A child process in its own session whose output lines are collected."""
+
+    def __init__(self, argv, env):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
         )
         self.lines = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -28,6 +30,13 @@ class Proc:
 
     def has(self, text) -> bool:
         return any(text in line for line in list(self.lines))
+
+
+class Proc(OutputProcess):
+    """``python -m workers <args>``."""
+
+    def __init__(self, args, env):
+        super().__init__([sys.executable, "-m", "workers", *args], env)
 
     def signal(self, sig):
         if self.proc.poll() is None:

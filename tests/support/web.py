@@ -5,21 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
 
 from tests.support.redis_server import free_port
-from tests.support.sites import FAST_ENV, ROOT
+from tests.support.sites import FAST_ENV, OutputProcess
 
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 
-class WebSite:
+class WebSite(OutputProcess):
     def __init__(self, name, redis_url, prefix, schedule="tests.support.schedule_removed", extra_env=None,
                  auth=("op", "s3cret-pass")):
         self.name = name
@@ -33,19 +31,7 @@ class WebSite:
         env.update(extra_env or {})
         self.env = env
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [GUNICORN, "-c", "app/gunicorn_conf.py", "app:create_app()"], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def has(self, text) -> bool:
-        return any(text in line for line in list(self.lines))
+        super().__init__([GUNICORN, "-c", "app/gunicorn_conf.py", "app:create_app()"], env)
 
     def bound(self) -> bool:
         try:
