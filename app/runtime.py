@@ -93,7 +93,9 @@ class EmbeddedWorker:
         return self.alive and bool(_children(self.proc.pid))
 
     def request_stop(self) -> None:
-        """Warm shutdown: RQ finishes the running job, then exits."""
+        """Warm shutdown: RQ finishes the running job, then exits. Idempotent."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         if self.alive:
             self.proc.send_signal(signal.SIGTERM)
@@ -189,36 +191,48 @@ class SiteRuntime:
                   entries=len(self.entries), embedded_worker=bool(self.worker),
                   keep_awake=bool(self.keep_awake))
 
-    def request_shutdown(self) -> None:
-        """Idempotent: repeated SIGTERMs change nothing."""
+    def request_shutdown(self, handed_over=None) -> None:
+        """Start the shutdown sequence; ``handed_over()`` runs once the lease is
+        released (gunicorn's own stop is chained there, so its HTTP workers keep
+        serving while a job finishes and do not compete with the handoff).
+        Idempotent: repeated SIGTERMs change nothing."""
         with self._shutdown_lock:
             if self._shutdown_thread is None:
-                self._shutdown_thread = threading.Thread(target=self._shutdown, name="baton-shutdown", daemon=True)
+                self._shutdown_thread = threading.Thread(
+                    target=self._shutdown, args=(handed_over,), name="baton-shutdown", daemon=True)
                 self._shutdown_thread.start()
 
     def wait_for_shutdown(self, timeout: float) -> None:
         self.request_shutdown()
         self._shutdown_thread.join(timeout)
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, handed_over) -> None:
         started = time.monotonic()
-        log_event(log, logging.INFO, "shutdown", site=self.site, leader=self.elector.is_leader)
-        self._stopping.set()
-        self.scheduler.stop()  # 1. stop enqueuing
         busy = False
-        if self.worker:
-            busy = self.worker.busy()
-            self.worker.request_stop()  # 2. the worker takes no new job
-            if busy:  # 3. a running job may finish within the grace period
-                if not self.worker.wait(self.settings.shutdown_grace):
+        try:
+            log_event(log, logging.INFO, "shutdown", site=self.site, leader=self.elector.is_leader)
+            self._stopping.set()
+            self.scheduler.stop()  # 1. stop enqueuing
+            busy = bool(self.worker and self.worker.busy())
+            if busy:
+                self.worker.request_stop()  # 2. no new job; the running one may finish...
+                if not self.worker.wait(self.settings.shutdown_grace):  # ...within the grace
                     log_event(log, logging.WARNING, "job_stopped_at_grace", site=self.site,
                               grace_s=self.settings.shutdown_grace)
                     self.worker.force_stop()
-        self.elector.stop()  # 4. release: followers wake at once
-        log_event(log, logging.INFO, "handed_over", site=self.site, job_was_running=busy,
-                  ms=round((time.monotonic() - started) * 1000))
-        if self.worker and not self.worker.wait(5.0):
-            self.worker.force_stop()
+            # 3. release: followers wake at once. With no job running this comes
+            # first; a job the idle worker might still pick up is put back by
+            # its lease check, since this site no longer holds the lease.
+            self.elector.stop()
+            log_event(log, logging.INFO, "handed_over", site=self.site, job_was_running=busy,
+                      ms=round((time.monotonic() - started) * 1000))
+        finally:
+            if handed_over is not None:
+                handed_over()
+        if self.worker:
+            self.worker.request_stop()
+            if not self.worker.wait(5.0):
+                self.worker.force_stop()
         self.write_state()
 
     # channels to the HTTP workers -------------------------------------------------
