@@ -1,6 +1,7 @@
 """The web process: real gunicorn, real signals, real Redis."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -239,3 +240,99 @@ def test_dashboard_in_headless_chromium_shows_the_leader(web, shared_redis, pref
     assert match and match.group(1) == "a", done.stdout[-2000:]
     assert 'class="role leader"' in done.stdout
     assert re.search(r'id="countdown">\d+\.\d s<', done.stdout)
+
+
+def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix):
+    import os
+
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: a.has("worker_spawned"), timeout=15)
+    first = int(re.search(r"worker_spawned site=a pid=(\d+)", "\n".join(a.lines)).group(1))
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: a.has("event=worker_died"), timeout=10, what="the supervisor to notice")
+    wait_until(lambda: len(re.findall(r"worker_spawned", "\n".join(a.lines))) == 2, timeout=10,
+               what="a new worker")
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    enqueue_slow(shared_redis, prefix, 0)  # the new worker runs jobs
+    wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=15, what="the job to run")
+
+
+def test_a_job_longer_than_the_grace_is_stopped_and_the_lease_still_handed_over(web, shared_redis, prefix):
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix, extra_env={"BATON_SHUTDOWN_GRACE": "1"})
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    b = web("b", shared_redis.url, prefix)
+    wait_until(lambda: b.has("leader_changed"), timeout=15)
+    wait_until(lambda: a.has("worker_start"), timeout=15)
+    enqueue_slow(shared_redis, prefix, 20)
+    wait_until(lambda: a.has("job_start"), timeout=10)
+    sent = time.monotonic()
+    a.signal(signal.SIGTERM)
+    wait_until(lambda: leader(r, prefix) == "b", timeout=10)
+    assert time.monotonic() - sent < 6  # grace 1 s + the cold stop, not the job's 20 s
+    assert a.proc.wait(30) == 0
+    assert a.has("job_stopped_at_grace")
+    assert r.llen(f"{prefix}:test:executions") == 0  # the job did not run to its end
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A redis-server speaking only TLS, with a self-signed certificate (as Heroku's)."""
+    import redis as redis_py
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "key.pem",
+                    "-out", tmp_path / "cert.pem", "-days", "2", "-subj", "/CN=baton-test"],
+                   check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", tmp_path / "cert.pem", "--tls-key-file", tmp_path / "key.pem",
+                             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", tmp_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = redis_py.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none", decode_responses=True)
+    wait_until(lambda: _pings(client), timeout=10, what="the TLS redis-server")
+    yield f"rediss://127.0.0.1:{port}/0", client
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def _pings(client):
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+def test_tls_redis_with_a_self_signed_certificate_needs_the_documented_setting(web, tls_redis, prefix):
+    url, client = tls_redis
+    strict = web("strict", url, prefix)
+    wait_until(strict.bound, timeout=10)
+    wait_until(lambda: strict.has("CERTIFICATE_VERIFY_FAILED"), timeout=10, what="the certificate error")
+    assert json.loads(strict.get("/healthz", auth=None)[1])["redis"] == "unreachable"
+    relaxed = web("relaxed", url, prefix, extra_env={"BATON_REDIS_TLS_VERIFY": "none"})
+    wait_until(lambda: leader(client, prefix) == "relaxed", timeout=15, what="election over TLS")
+    wait_until(lambda: relaxed.has("worker_start"), timeout=15)
+    wait_until(lambda: any(c["name"] == "baton:relaxed:worker" for c in client.client_list()), timeout=15,
+               what="the embedded worker's TLS connection")
+    assert json.loads(relaxed.get("/status")[1])["leader"]["site"] == "relaxed"
+
+
+def test_every_connection_survives_the_server_closing_it(web, shared_redis, prefix):
+    """What Heroku does to connections idle for 300 s, done to all of them at once."""
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: a.has("worker_start"), timeout=15)
+    time.sleep(1)
+    mine = lambda: [c for c in r.client_list() if c["name"].startswith("baton:a:")]
+    killed = {c["name"] for c in mine()}
+    assert {"baton:a:elector", "baton:a:scheduler", "baton:a:worker"} <= killed
+    for c in mine():
+        r.client_kill_filter(_id=c["id"])
+    token = read_lease(r, prefix).token
+    enqueue_slow(shared_redis, prefix, 0)
+    wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=30, what="a job after the cut")
+    assert a.proc.poll() is None and read_lease(r, prefix).token == token  # no crash, no failover
+    wait_until(lambda: {c["name"] for c in mine()} >= {"baton:a:elector", "baton:a:worker"}, timeout=15)
+    assert not a.has("worker_died")
