@@ -29,12 +29,15 @@ class CommandMonitor:
         self._client.close()
 
     def _watch(self) -> None:
-        with self._client.monitor() as monitor:
-            while not self._stop.is_set():
-                try:
-                    command = monitor.next_command()
-                except redis.TimeoutError:
-                    continue
-                if command.get("client_type") == "lua":
-                    continue
-                self._on_command(f"{command['client_address']}:{command['client_port']}", command["command"])
+        while not self._stop.is_set():
+            # redis-py drops a connection whose read timed out, so a quiet
+            # spell (no command for socket_timeout) means a new MONITOR.
+            with self._client.monitor() as monitor:
+                while not self._stop.is_set():
+                    try:
+                        command = monitor.next_command()
+                    except redis.TimeoutError:
+                        break
+                    if command.get("client_type") == "lua":
+                        continue
+                    self._on_command(f"{command['client_address']}:{command['client_port']}", command["command"])
