@@ -36,13 +36,36 @@ except (ConfigError, ScheduleError) as exc:
     sys.exit(2)
 
 
+# How long the runtime waits for gunicorn's first HTTP workers to be forked.
+FIRST_FORKS_WAIT_S = 10.0
+
+
 def when_ready(server):
+    import threading
+    import time
+
     from app.runtime import SiteRuntime
 
     configure_stdout_logging()
     runtime = SiteRuntime(SETTINGS)
+    runtime.publish_state_file()
     server.baton_runtime = runtime
-    runtime.start()
+
+    # gunicorn forks its HTTP workers right after this hook. A fork taken
+    # while one of Baton's threads is importing a module (its first Redis
+    # connection imports codecs lazily) leaves that module's import lock held
+    # in the child, whose first request then hangs forever. So the runtime's
+    # threads start once the first workers exist, and the lazy imports are
+    # done here, before any later re-fork.
+    "baton".encode("idna")
+
+    def start_after_first_forks():
+        deadline = time.monotonic() + FIRST_FORKS_WAIT_S
+        while len(server.WORKERS) < server.num_workers and time.monotonic() < deadline:
+            time.sleep(0.01)
+        runtime.start()
+
+    threading.Thread(target=start_after_first_forks, name="baton-start", daemon=True).start()
     # SIGTERM/SIGINT start the handoff at once; gunicorn's own stop (which
     # only queues the signal for its main loop) is passed the signal once the
     # lease is released, so HTTP workers keep answering while a job finishes

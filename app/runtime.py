@@ -176,10 +176,14 @@ class SiteRuntime:
 
     # lifecycle --------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Called from gunicorn's when_ready: the port is already bound."""
+    def publish_state_file(self) -> None:
+        """Before gunicorn forks its HTTP workers: they find the file through
+        the environment they inherit."""
         os.environ["BATON_STATE_FILE"] = self.state_path
         self.write_state()
+
+    def start(self) -> None:
+        """Start the threads (the port is already bound)."""
         self.scheduler.start()
         self.elector.start()
         if self.worker:

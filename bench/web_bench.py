@@ -3,7 +3,6 @@ Redis connections and memory per dyno. Real gunicorn processes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 

@@ -1,6 +1,5 @@
 """The elector's behaviour with a real Redis, in one process."""
 
-import logging
 import time
 
 from election import Callbacks, ElectionConfig

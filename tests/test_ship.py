@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import yaml
@@ -71,8 +70,14 @@ def test_procfile_web_and_worker_commands_run_a_working_site(shared_redis, prefi
         wait_until(lambda: (rec := read_lease(r, prefix)) is not None and rec.site == "pf", timeout=15)
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
-            assert json.loads(response.read())["role"] == "leader"
+        def healthz():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+                    return json.loads(response.read())
+            except OSError:
+                return None  # the HTTP workers may still be booting
+
+        assert wait_until(healthz, timeout=30, interval=0.2, what="/healthz to answer")["role"] == "leader"
         wait_until(lambda: any(c["name"] == "baton:pf:worker" for c in r.client_list()), timeout=15)
     finally:
         for proc in (web, worker):

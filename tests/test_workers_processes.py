@@ -111,7 +111,7 @@ def test_a_job_taken_by_a_followers_worker_goes_back_to_the_leader(sites, shared
     wait_until(lambda: leader_site(r, prefix) == "b", timeout=10)
     wait_until(lambda: b.worker.has("worker_start"), timeout=10)
     time.sleep(1.5)  # b's worker is now blocked in BLMOVE, as a leader's worker
-    a = sites("a", shared_redis.url, prefix, "tests.support.schedule_removed")
+    sites("a", shared_redis.url, prefix, "tests.support.schedule_removed")
     b.scheduler.stop()  # b hands the lease over; its worker still waits in BLMOVE
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=5)
     tick = time.time()
@@ -131,7 +131,7 @@ def test_two_schedulers_at_once_still_run_each_tick_once(sites, shared_redis, r,
     from workers.loader import load_schedule
     from workers.scheduler import TickScheduler
 
-    a = sites("a", shared_redis.url, prefix, "tests.support.schedule_1s")
+    sites("a", shared_redis.url, prefix, "tests.support.schedule_1s")
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
     # A second scheduler that wrongly believes it leads, on the same schedule.
     rogue = TickScheduler(shared_redis.client(decode_responses=False), prefix, ZoneInfo("UTC"),

@@ -24,10 +24,6 @@ from .settings import ConfigError, Settings
 log = logging.getLogger("baton.workers")
 
 
-def _setup(argv):
-    settings = Settings.from_env()
-    entries = load_schedule(settings.schedule_module)
-    return settings, entries
 
 
 def run_worker(settings: Settings, entries) -> int:
@@ -80,7 +76,8 @@ def main(argv=None) -> int:
     command = argv[0] if argv else "worker"
     configure_stdout_logging()
     try:
-        settings, entries = _setup(argv)
+        settings = Settings.from_env()
+        entries = load_schedule(settings.schedule_module)
     except (ConfigError, ScheduleError) as exc:
         print(f"baton: {exc}", file=sys.stderr)
         return 2
