@@ -11,7 +11,7 @@ import threading
 import time
 
 from bench.monitor import CommandMonitor
-from bench.waiting import wait_for
+from tests.support.waiting import wait_until
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,12 +58,12 @@ def takeover_lag(url: str, rounds: int, prefix: str = "bench-takeover") -> list:
     follower = None
     samples = []
     try:
-        wait_for(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
+        wait_until(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, 0.002, "child to lead")
         follower = _Candidate(url, prefix, "waiter", config)
         for _ in range(rounds):
-            wait_for(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, "child to lead")
-            wait_for(lambda: follower.elector.leader is not None and follower.elector.leader.site == "frozen",
-                  10, "follower to see the child")
+            wait_until(lambda: (r := admin.read()) is not None and r.site == "frozen", 10, 0.002, "child to lead")
+            wait_until(lambda: follower.elector.leader is not None and follower.elector.leader.site == "frozen",
+                       10, 0.002, "follower to see the child")
             follower.got.clear()
             time.sleep(0.05)
             os.kill(holder.pid, signal.SIGSTOP)
@@ -101,9 +101,9 @@ def idle_cost(url: str, seconds: float, prefix: str = "bench-idle") -> dict:
     config = ElectionConfig()
     sites = ["idle-leader", "idle-follower-0", "idle-follower-1"]
     leader = _Candidate(url, prefix, sites[0], config)
-    wait_for(lambda: leader.elector.is_leader, 5, "leader")
+    wait_until(lambda: leader.elector.is_leader, 5, 0.002, "leader")
     followers = [_Candidate(url, prefix, site, config) for site in sites[1:]]
-    wait_for(lambda: all(f.elector.leader for f in followers), 5, "followers")
+    wait_until(lambda: all(f.elector.leader for f in followers), 5, 0.002, "followers")
     time.sleep(0.5)
 
     counts = {site: 0 for site in sites}

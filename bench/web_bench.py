@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from bench.waiting import wait_for
+from tests.support.waiting import wait_until
 from election import read_lease
 from tests.support.web import WebSite
 
@@ -19,7 +19,7 @@ def boot_to_bound(url: str, rounds: int, prefix: str = "bench-boot") -> list:
     for i in range(rounds):
         site = WebSite(f"boot{i}", url, prefix)
         try:
-            wait_for(site.bound, 30, "the port")
+            wait_until(site.bound, 30, 0.002, "the port")
             samples.append((time.monotonic() - site.started) * 1000)
         finally:
             site.close()
@@ -36,14 +36,14 @@ def sigterm_handoff(url: str, rounds: int, prefix: str = "bench-sigterm") -> lis
     samples = []
     try:
         for _ in range(rounds):
-            wait_for(lambda: read_lease(client, prefix) is not None, 30, "a leader")
+            wait_until(lambda: read_lease(client, prefix) is not None, 30, 0.002, "a leader")
             holder = read_lease(client, prefix).site
             other = "y" if holder == "x" else "x"
-            wait_for(lambda: sites[other].has("leader_changed"), 30, "the other site to follow")
+            wait_until(lambda: sites[other].has("leader_changed"), 30, 0.002, "the other site to follow")
             time.sleep(0.3)
             sent = time.time()
             sites[holder].signal(signal.SIGTERM)
-            wait_for(lambda: (r := read_lease(client, prefix)) is not None and r.site == other, 10, "handoff")
+            wait_until(lambda: (r := read_lease(client, prefix)) is not None and r.site == other, 10, 0.002, "handoff")
             samples.append(read_lease(client, prefix).acquired_at - sent * 1000)
             sites[holder].proc.wait(30)
             sites[holder].close()
@@ -90,7 +90,7 @@ def dyno_footprint(url: str, seconds: float, prefix: str = "bench-dyno") -> dict
     client = redis.Redis.from_url(url, decode_responses=True)
     site = WebSite("dyno", url, prefix, schedule="workers.schedule")
     try:
-        wait_for(lambda: site.has("worker_start"), 30, "the embedded worker")
+        wait_until(lambda: site.has("worker_start"), 30, 0.002, "the embedded worker")
         time.sleep(2)
         most, rss, pss = 0, 0, 0
         end = time.monotonic() + seconds

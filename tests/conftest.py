@@ -12,6 +12,7 @@ import pytest
 
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until  # noqa: F401  (tests import it from here)
 
 # Fast timings keep failover tests short; every relation the defaults have
 # (interval < deadline < ttl, 30 % margin) holds here too.
@@ -36,18 +37,6 @@ def redis_server():
 @pytest.fixture
 def prefix():
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, what: str = "condition"):
-    """Poll until predicate() is truthy; a generous bound only to avoid hangs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 class EventLog:

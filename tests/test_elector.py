@@ -36,6 +36,7 @@ def test_graceful_stop_hands_over_and_wakes_a_follower(make_elector, shared_redi
     assert time.monotonic() - stopped_at < 5  # far below the 30 s ttl
     assert b.token == 2
     assert events.of("demoted", "a")[0][3] == "stopped"
+    wait_until(lambda: events.of("elected", "b"), what="b's on_elected (it runs on b's callback thread)")
     # on_demoted ran before the lease was released.
     assert events.of("demoted", "a")[0][0] <= events.of("elected", "b")[0][0]
     history = [f["event"] for _, f in shared_redis.client().xrange(f"{prefix}:history")]
@@ -65,6 +66,7 @@ def test_step_down_lets_another_site_lead(make_elector, shared_redis, prefix, ev
     assert a.step_down() is True
     wait_until(lambda: b.is_leader, timeout=5, what="b to lead after step-down")
     assert not a.is_leader
+    wait_until(lambda: events.of("demoted", "a"), what="a's on_demoted (it runs on a's callback thread)")
     assert events.of("demoted", "a")[0][3] == "step_down"
     # a competes again after its hold-off: stop b, a takes over.
     b.stop()
@@ -148,6 +150,7 @@ def test_a_step_down_asked_through_redis_is_honoured_at_the_next_renewal(make_el
     assert asked.site == "a"
     wait_until(lambda: b.is_leader, timeout=5, what="b to lead")
     assert events.of("demoted", "a")[0][3] == "step_down"
+    wait_until(lambda: events.of("elected", "b"), what="b's on_elected (it runs on b's callback thread)")
     # a demoted itself before it released: the term ends before b's begins.
     assert events.of("demoted", "a")[0][0] <= events.of("elected", "b")[0][0]
     assert not r.exists(f"{prefix}:lease:step-down")
