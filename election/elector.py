@@ -251,11 +251,15 @@ class Elector:
                 self._blocked_in_wait = True
             try:
                 self._lease.wait_for_release(blocking_for)
+                return
+            except LeaseCorrupt as exc:
+                # Junk at the signal key: no release can wake us, but the
+                # lease's expiry is still known — wait for it on our own clock.
+                self._report_corrupt(exc)
             finally:
                 with self._lock:
                     self._blocked_in_wait = False
-        else:
-            self._sleep(expires_at - self._clock())
+        self._sleep(expires_at - self._clock())
 
     def _observe(self, record: Optional[LeaseRecord]) -> None:
         previous = self._leader

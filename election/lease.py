@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from . import scripts
@@ -26,6 +26,17 @@ from .record import LeaseRecord
 # two commands when it was pushed. Long enough for a round trip or a reconnect,
 # short enough that a stale signal wakes nobody much later.
 SIGNAL_TTL_MS = 1000
+
+# A follower is counted as waiting until the lease it was told about expires,
+# plus this long: the time it may take to come back from its wait and ask
+# again. Counting it a little too long only leaves a spare signal, which
+# expires with SIGNAL_TTL_MS.
+WAITER_GRACE_MS = 1000
+
+# Upper bound on the signals one release pushes (one per live waiter): a
+# deployment has a handful of sites; the cap only keeps a runaway waiters set
+# from turning a release into a huge LPUSH.
+MAX_WOKEN_PER_RELEASE = 100
 
 # What Lease.renew returns when an operator asked this holder to step down.
 STEP_DOWN = "step_down"
@@ -68,6 +79,10 @@ class Keys:
     @property
     def step_down(self) -> str:
         return f"{self.prefix}:lease:step-down"
+
+    @property
+    def waiters(self) -> str:
+        return f"{self.prefix}:lease:waiters"
 
 
 class _Script:
@@ -199,18 +214,20 @@ class Lease:
 
     def acquire(self, token_floor: int = 0, timeout=None) -> "Acquired | LeaseRecord":
         """Take the lease if it is free. Returns :class:`Acquired`, or the
-        current holder's :class:`LeaseRecord` (with its time left) if it is not.
+        current holder's :class:`LeaseRecord` (with its time left) if it is not
+        — and then notes this candidate as waiting, so a release wakes it.
         Raises :class:`LeaseCorrupt` for junk at a Baton key, redis errors on
         transport trouble."""
         reply = self._script(
             _ACQUIRE,
-            [self.keys.lease, self.keys.fence, self.keys.history],
+            [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters],
             [
                 self.identity.holder,
                 self.identity.site,
                 self.ttl_ms,
                 int(token_floor),
                 self.history_maxlen,
+                WAITER_GRACE_MS,
             ],
             timeout=timeout,
         )
@@ -235,13 +252,15 @@ class Lease:
         return int(reply[1]) if reply[0] == "renewed" else None
 
     def release(self, token: int, reason: str, event: str = "released", timeout=None):
-        """Delete the lease if still held under ``token`` and wake a waiting
-        candidate. Safe to repeat. Returns ``(released, problems)``; problems
-        lists Baton keys that could not be written (junk in them)."""
-        released, signal_error, history_error = self._script(
+        """Delete the lease if still held under ``token`` and wake every
+        waiting candidate. Safe to repeat. Returns ``(released, problems)``;
+        problems lists Baton keys that could not be read or written (junk in
+        them)."""
+        released, signal_error, history_error, waiters_error = self._script(
             _RELEASE,
-            [self.keys.lease, self.keys.signal, self.keys.history],
-            [self.identity.holder, token, event, reason, SIGNAL_TTL_MS, self.history_maxlen],
+            [self.keys.lease, self.keys.signal, self.keys.history, self.keys.waiters],
+            [self.identity.holder, token, event, reason, SIGNAL_TTL_MS, self.history_maxlen,
+             MAX_WOKEN_PER_RELEASE],
             timeout=timeout,
         )
         problems = []
@@ -249,6 +268,8 @@ class Lease:
             problems.append(LeaseCorrupt(self.keys.signal, signal_error))
         if history_error:
             problems.append(LeaseCorrupt(self.keys.history, history_error))
+        if waiters_error:
+            problems.append(LeaseCorrupt(self.keys.waiters, waiters_error))
         return bool(released), problems
 
     def read(self, timeout=None) -> "LeaseRecord | None":
@@ -262,7 +283,8 @@ class Lease:
 
     def wait_for_release(self, timeout: float, socket_margin: float = 2.0) -> bool:
         """Block until a release is signalled or ``timeout`` s pass (BLPOP).
-        True if woken by a release.
+        True if woken by a release. Raises :class:`LeaseCorrupt` if the
+        signal key holds junk.
 
         The read is allowed ``socket_margin`` s more than the server-side
         timeout: redis-py's default socket timeout would otherwise cut a long
@@ -271,7 +293,16 @@ class Lease:
         """
         # BLPOP takes seconds as a decimal since Redis 6; 0 would mean forever.
         seconds = max(round(timeout, 3), 0.001)
-        reply = self._call("BLPOP", self.keys.signal, f"{seconds:.3f}", timeout=seconds + socket_margin)
+        try:
+            reply = self._call("BLPOP", self.keys.signal, f"{seconds:.3f}", timeout=seconds + socket_margin)
+        except ResponseError as exc:
+            if not str(exc).startswith("WRONGTYPE"):
+                raise
+            # Someone wrote another type at the signal key: nobody can be
+            # woken through it. Report it; the caller waits on its own clock.
+            kind = self._call("TYPE", self.keys.signal)
+            raise LeaseCorrupt(self.keys.signal, f"wrong type {kind} (expected list)",
+                               int(self._call("PTTL", self.keys.signal))) from None
         return reply is not None
 
     def history(self, count: int = 20, timeout=None) -> list:

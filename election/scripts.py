@@ -50,12 +50,39 @@ end
     "numeric": ", ".join(f"'{name}'" for name in _NUMERIC_FIELDS),
 }
 
+# Used by ACQUIRE; RELEASE reads the set. The waiters set says how many
+# candidates a release must wake. BLPOP hands one pushed element to one blocked client, so
+# a release that pushed a single signal would wake one follower and leave the
+# others blocked — not leading, and not knowing who does — until the old
+# lease's expiry. Each follower notes itself (score: when its wait ends, on
+# the server clock) in the same ACQUIRE round trip that told it the lease is
+# held, so this costs no extra command. Entries past their time are dropped;
+# the key expires with its last entry. Junk at the key is never overwritten:
+# registration skips it and RELEASE reports it (and still wakes one).
+_WAITERS = """
+local function note_waiter(waiters, holder, now, until_ms)
+  local kind = redis.call('TYPE', waiters)['ok']
+  if kind ~= 'zset' and kind ~= 'none' then return end
+  redis.call('ZREMRANGEBYSCORE', waiters, '-inf', '(' .. now)
+  redis.call('ZADD', waiters, until_ms, holder)
+  local last = redis.call('ZRANGE', waiters, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', waiters, last[2])
+end
+
+local function forget_waiter(waiters, holder)
+  if redis.call('TYPE', waiters)['ok'] == 'zset' then redis.call('ZREM', waiters, holder) end
+end
+"""
+
 # ACQUIRE — take the lease if nobody holds it.
-# KEYS: lease, fence, history.  ARGV: holder, site, ttl_ms, token_floor, history_maxlen.
+# KEYS: lease, fence, history, waiters.
+# ARGV: holder, site, ttl_ms, token_floor, history_maxlen, waiter_grace_ms.
 # Replies:
 #   {'acquired', token, now_ms, event, history_error}
 #   {'held', pttl, field, value, ...}          someone else's lease, as HGETALL
 #   {'corrupt', key, problem, pttl}
+# A candidate told 'held' is noted as a waiter until the lease's expiry plus
+# waiter_grace_ms (the time it takes to come back and ask again).
 # A lease already held by this very candidate (the reply to an earlier
 # ACQUIRE was lost, or a demoted leader comes back) is taken again under a new
 # token: nobody else can hold it, and a fresh token keeps "one term, one token".
@@ -64,8 +91,8 @@ end
 # lost its data (restart without persistence) while some candidate remembers.
 # The history entry says 'takeover' when the previous term ended without a
 # release or step-down, i.e. the lease expired under its holder.
-ACQUIRE = _INSPECT_LEASE + """
-local lease, fence, history = KEYS[1], KEYS[2], KEYS[3]
+ACQUIRE = _INSPECT_LEASE + _WAITERS + """
+local lease, fence, history, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local holder, site, ttl_ms, floor, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
 local state = inspect_lease(lease)
@@ -73,6 +100,8 @@ if state[1] == 'corrupt' then return {'corrupt', lease, state[2], state[3]} end
 local event = 'acquired'
 if state[1] == 'held' then
   if state[4]['holder'] ~= holder then
+    local now = now_ms()
+    note_waiter(waiters, holder, now, now + state[2] + tonumber(ARGV[6]))
     local reply = {'held', state[2]}
     for _, v in ipairs(state[3]) do reply[#reply + 1] = v end
     return reply
@@ -93,6 +122,7 @@ if token <= floor then
   redis.call('SET', fence, token)
 end
 
+forget_waiter(waiters, holder)
 local now = now_ms()
 redis.call('HSET', lease, 'holder', holder, 'site', site, 'token', token,
            'acquired_at', now, 'renewed_at', now, 'ttl_ms', ttl_ms)
@@ -145,27 +175,43 @@ return {'renewed', now}
 """
 
 # RELEASE — delete the lease if the caller still holds it under the same
-# token, and wake one waiting candidate at once by pushing to the signal list
-# its BLPOP waits on. The signal gets a short TTL so a signal nobody consumed
-# cannot pile up or wake someone much later. A stepped-down leader is recorded
-# in the history even when the lease is no longer its own (it was lost).
-# KEYS: lease, signal, history.
-# ARGV: holder, token, event ('released' | 'stepped_down'), reason, signal_ttl_ms, history_maxlen.
-# Replies {released 0|1, signal_error, history_error}.
+# token, and wake every waiting candidate at once: one element per live
+# waiter (at least one, for a candidate that did not note itself) pushed to
+# the signal list their BLPOPs wait on. The signal gets a short TTL so
+# elements nobody consumed (a waiter that has since gone) cannot pile up or
+# wake someone much later; a candidate woken for nothing just asks once
+# more. A stepped-down leader is recorded in the history even when the lease
+# is no longer its own (it was lost).
+# KEYS: lease, signal, history, waiters.
+# ARGV: holder, token, event ('released' | 'stepped_down'), reason, signal_ttl_ms,
+#       history_maxlen, max_woken.
+# Replies {released 0|1, signal_error, history_error, waiters_error}.
 RELEASE = """
-local lease, signal, history = KEYS[1], KEYS[2], KEYS[3]
+local lease, signal, history, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local holder, token, event, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local released = 0
-local signal_error = ''
+local signal_error, waiters_error = '', ''
 if redis.call('TYPE', lease)['ok'] == 'hash' then
   local current = redis.call('HMGET', lease, 'holder', 'token')
   if current[1] == holder and current[2] == token then
     redis.call('DEL', lease)
     released = 1
+    local count = 1
+    local waiters_kind = redis.call('TYPE', waiters)['ok']
+    if waiters_kind == 'zset' then
+      local t = redis.call('TIME')
+      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      redis.call('ZREMRANGEBYSCORE', waiters, '-inf', '(' .. now)
+      count = math.max(1, math.min(redis.call('ZCARD', waiters), tonumber(ARGV[7])))
+    elseif waiters_kind ~= 'none' then
+      waiters_error = 'wrong type ' .. waiters_kind .. ' (expected zset)'
+    end
     local signal_kind = redis.call('TYPE', signal)['ok']
     if signal_kind == 'none' or signal_kind == 'list' then
+      local signals = {}
+      for i = 1, count do signals[i] = token end
       redis.call('DEL', signal)
-      redis.call('LPUSH', signal, token)
+      redis.call('LPUSH', signal, unpack(signals))
       redis.call('PEXPIRE', signal, ARGV[5])
     else
       signal_error = 'wrong type ' .. signal_kind .. ' (expected list)'
@@ -178,7 +224,7 @@ if released == 1 or event == 'stepped_down' then
                             'event', event, 'holder', holder, 'token', token, 'reason', reason)
   if type(added) == 'table' and added['err'] then history_error = added['err'] end
 end
-return {released, signal_error, history_error}
+return {released, signal_error, history_error, waiters_error}
 """
 
 # READ — the lease as it is, classified like ACQUIRE does, in one round trip.

@@ -43,6 +43,45 @@ def test_graceful_stop_hands_over_and_wakes_a_follower(make_elector, shared_redi
     assert history == ["acquired", "released", "acquired"]
 
 
+def test_a_release_wakes_every_follower_not_only_the_next_leader(make_elector, shared_redis, prefix, events):
+    # A 30 s ttl: a follower that learns of the new leader within seconds was
+    # woken by the release, not by the old lease running out.
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader, what="a to lead")
+    followers = [make_elector(shared_redis.url, prefix, site, config) for site in "bcd"]
+    wait_until(lambda: all(f.leader is not None for f in followers), what="followers to see a")
+    time.sleep(0.1)  # all blocked on the release signal
+    a.stop()
+    new_leader = wait_until(lambda: leader_of(followers), timeout=5, what="a follower to take over")
+    holder = new_leader.lease.identity.holder
+    wait_until(lambda: all(f.leader is not None and f.leader.holder == holder for f in followers),
+               timeout=5, what="every follower to see the new leader")
+    for follower in followers:
+        if follower is not new_leader:
+            site = follower.lease.identity.site
+            wait_until(lambda: any(e[3] is not None and e[3].holder == holder for e in events.of("leader", site)),
+                       what=f"{site}'s on_leader_changed for the new leader")
+
+
+def test_junk_signal_key_is_reported_and_expiry_still_taken_over(make_elector, shared_redis, prefix, caplog):
+    from election import Identity, Lease
+
+    r = shared_redis.client()
+    signal_key = f"{prefix}:lease:released"
+    r.set(signal_key, "typed by hand")
+    # A holder that never renews, as if its process had died.
+    gone = Lease.from_url(shared_redis.url, Identity(site="gone", dyno="web.1"), 1500, prefix=prefix)
+    gone.acquire()
+    gone.close()
+    b = make_elector(shared_redis.url, prefix, "b")
+    wait_until(lambda: any(getattr(rec, "logfmt", {}).get("key") == signal_key for rec in caplog.records),
+               what="a lease_corrupt line for the signal key")
+    assert not b.is_leader
+    wait_until(lambda: b.is_leader, timeout=5, what="b to take over once the lease expired")
+    assert r.get(signal_key) == "typed by hand"
+
+
 def test_stop_is_idempotent_and_prompt_for_a_blocked_follower(make_elector, shared_redis, prefix):
     config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
     a = make_elector(shared_redis.url, prefix, "a", config)

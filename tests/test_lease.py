@@ -77,6 +77,41 @@ def test_release_pushes_a_short_lived_wake_signal(lease_for, r, prefix):
     assert lease_for("c").wait_for_release(0.05) is False
 
 
+def test_a_release_wakes_every_waiting_candidate(lease_for, r, prefix):
+    a = lease_for("a")
+    token = a.acquire().token
+    waiters = [lease_for(site) for site in "bcd"]
+    for lease in waiters:
+        assert isinstance(lease.acquire(), LeaseRecord)  # held: noted as waiting
+    waiters_key = f"{prefix}:lease:waiters"
+    assert set(r.zrange(waiters_key, 0, -1)) == {lease.identity.holder for lease in waiters}
+    # The set expires with its last waiter: the lease's time left plus the grace.
+    assert TTL_MS < r.pttl(waiters_key) <= TTL_MS + 1000
+    a.release(token, "test")
+    assert r.llen(f"{prefix}:lease:released") == 3
+    assert all(lease.wait_for_release(1.0) for lease in waiters)
+    assert lease_for("e").wait_for_release(0.05) is False  # one signal each, none left over
+    # The one that takes the lease is no longer waiting; the others still are.
+    assert isinstance(waiters[0].acquire(), Acquired)
+    assert waiters[0].identity.holder not in r.zrange(waiters_key, 0, -1)
+    assert isinstance(waiters[1].acquire(), LeaseRecord)
+    assert len(r.zrange(waiters_key, 0, -1)) == 2
+
+
+def test_waiters_past_their_time_are_not_woken(lease_for, r, prefix):
+    a = lease_for("a")
+    token = a.acquire().token
+    b, c = lease_for("b"), lease_for("c")
+    b.acquire()
+    c.acquire()
+    waiters_key = f"{prefix}:lease:waiters"
+    # c's wait ended long ago (it went away without coming back).
+    r.zadd(waiters_key, {c.identity.holder: 1})
+    a.release(token, "test")
+    assert r.llen(f"{prefix}:lease:released") == 1
+    assert r.zrange(waiters_key, 0, -1) == [b.identity.holder]
+
+
 def test_tokens_strictly_increase_and_respect_the_floor(lease_for, r, prefix):
     a, b = lease_for("a"), lease_for("b")
     tokens = []
@@ -165,6 +200,29 @@ def test_junk_history_or_signal_does_not_block_the_lease(lease_for, r, prefix):
     assert released
     assert {p.key for p in problems} == {f"{prefix}:history", f"{prefix}:lease:released"}
     assert r.get(f"{prefix}:history") == "junk" and r.get(f"{prefix}:lease:released") == "junk"
+
+
+def test_junk_waiters_set_is_reported_and_one_candidate_still_woken(lease_for, r, prefix):
+    waiters_key = f"{prefix}:lease:waiters"
+    r.set(waiters_key, "junk")
+    a, b = lease_for("a"), lease_for("b")
+    token = a.acquire().token
+    assert isinstance(b.acquire(), LeaseRecord)  # held; b is not noted, the junk stays
+    released, problems = a.release(token, "test")
+    assert released
+    assert [(p.key, p.problem) for p in problems] == [(waiters_key, "wrong type string (expected zset)")]
+    assert r.get(waiters_key) == "junk" and r.pttl(waiters_key) == -1
+    assert b.wait_for_release(1.0) is True
+
+
+def test_junk_signal_key_is_reported_by_a_waiting_candidate(lease_for, r, prefix):
+    signal_key = f"{prefix}:lease:released"
+    r.hset(signal_key, "typed", "by hand")
+    with pytest.raises(LeaseCorrupt) as info:
+        lease_for("b").wait_for_release(0.05)
+    assert info.value.key == signal_key and info.value.problem == "wrong type hash (expected list)"
+    assert info.value.pttl_ms == -1 and "DEL" in info.value.fix
+    assert r.hgetall(signal_key) == {"typed": "by hand"}
 
 
 def test_scripts_are_reloaded_after_script_flush(lease_for, r):
