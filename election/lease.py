@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from dataclasses import dataclass
 
 import redis
@@ -37,6 +38,14 @@ WAITER_GRACE_MS = 1000
 # deployment has a handful of sites; the cap only keeps a runaway waiters set
 # from turning a release into a huge LPUSH.
 MAX_WOKEN_PER_RELEASE = 100
+
+# The shortest wait a call is given: a budget already spent still gets one
+# look at the socket rather than an error before trying.
+_MIN_WAIT = 0.001
+
+# For a connection handed in without a socket timeout: no call may block
+# forever, the elector's loop depends on getting control back.
+_DEFAULT_SOCKET_TIMEOUT = 2.0
 
 # What Lease.renew returns when an operator asked this holder to step down.
 STEP_DOWN = "step_down"
@@ -155,6 +164,8 @@ class Lease:
         history_maxlen: int = 1000,
     ):
         self._conn = connection
+        # Every call without a budget of its own gets this one (connect, handshake, reply).
+        self._socket_timeout = connection.socket_timeout or _DEFAULT_SOCKET_TIMEOUT
         self.identity = identity
         self.ttl_ms = int(ttl_ms)
         self.keys = Keys(prefix)
@@ -194,17 +205,34 @@ class Lease:
 
     # -- transport ---------------------------------------------------------
 
-    def _call(self, *args, timeout=None):
+    def _call(self, *args, timeout=None, deadline=None):
+        """Send one command and read its reply, the whole of it bounded by
+        ``timeout`` s (or the monotonic ``deadline``; default: the socket
+        timeout) — a reconnect included.
+
+        redis-py reconnects lazily inside send_command, with its own connect
+        timeout for the TCP (and TLS) connect and its socket timeout for each
+        handshake reply (CLIENT SETNAME, AUTH). A leader's budget is the time
+        left to its renew deadline, often less than those: so before a
+        reconnect both are lowered to the budget, and the reply gets whatever
+        is left of it after.
+        """
+        if deadline is None:
+            deadline = time.monotonic() + (self._socket_timeout if timeout is None else timeout)
+        if not self._conn.is_connected:
+            budget = min(self._socket_timeout, max(deadline - time.monotonic(), _MIN_WAIT))
+            self._conn.socket_connect_timeout = budget
+            self._conn.socket_timeout = budget
+            self._conn.connect()
         self._conn.send_command(*args)
-        if timeout is None:
-            return self._conn.read_response()
-        return self._conn.read_response(timeout=max(timeout, 0.001))
+        return self._conn.read_response(timeout=max(deadline - time.monotonic(), _MIN_WAIT))
 
     def _script(self, script: _Script, keys: list, args: list, timeout=None):
+        deadline = time.monotonic() + (self._socket_timeout if timeout is None else timeout)
         try:
-            return self._call("EVALSHA", script.sha, len(keys), *keys, *args, timeout=timeout)
+            return self._call("EVALSHA", script.sha, len(keys), *keys, *args, deadline=deadline)
         except NoScriptError:
-            return self._call("EVAL", script.source, len(keys), *keys, *args, timeout=timeout)
+            return self._call("EVAL", script.source, len(keys), *keys, *args, deadline=deadline)
 
     @staticmethod
     def _corrupt(reply) -> LeaseCorrupt:

@@ -144,3 +144,26 @@ def test_frozen_redis_self_fencing_beats_the_lease_precisely(make_elector, redis
         assert time.monotonic() < expires_at
     finally:
         redis_server.thaw()
+
+
+def test_a_reconnect_into_a_frozen_redis_is_bounded_by_the_deadline_too(make_elector, redis_server, prefix, events):
+    """The server drops the leader's connection, then freezes: the renewal
+    must reconnect, the kernel still completes the TCP connect, and the
+    client's handshake (CLIENT SETNAME) waits for a reply that never comes.
+    That wait counts against the renew deadline like any other, so on_demoted
+    runs before the lease can expire — not a socket timeout later."""
+    a = make_elector(redis_server.url, prefix, "a")  # socket_timeout 2 s, renew deadline 0.7 s
+    wait_until(lambda: a.is_leader)
+    r = redis_server.client()
+    (conn,) = [c for c in r.client_list() if c["name"] == "baton:a:elector"]
+    r.client_kill_filter(_id=conn["id"])
+    pttl_ms = r.pttl(f"{prefix}:lease")
+    read_at = time.monotonic()
+    redis_server.freeze()
+    try:
+        expires_at = read_at + pttl_ms / 1000  # no renewal can land from here on
+        wait_until(lambda: events.of("demoted", "a"), timeout=FAST.ttl + 5, what="a's on_demoted")
+        assert events.of("demoted", "a")[0][0] < expires_at
+    finally:
+        redis_server.thaw()
+    wait_until(lambda: a.is_leader, timeout=10, what="a to lead again once Redis answers")
