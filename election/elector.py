@@ -37,9 +37,10 @@ from .record import LeaseRecord
 
 log = logging.getLogger("baton.election")
 
-# How long stop() gives the on_demoted callback to run before releasing the
-# lease: local work should stop before another site may start it, but a hung
-# callback must not keep the lease from being handed over.
+# How long a demotion (stop(), a step-down, a missed deadline) gives the
+# on_demoted callback to run before the lease is released: local work should
+# stop before another site may start it, but a hung callback must not keep
+# the lease from being handed over.
 DEMOTED_CALLBACK_GRACE = 1.0
 
 # A renewal this much later than its interval is logged as renewed_late: it
@@ -65,7 +66,9 @@ class Elector:
 
     - ``is_leader`` is true in at most one elector of a deployment at a time;
     - each term has a fencing token larger than every earlier term's;
-    - ``on_demoted`` is queued before the lease can pass to anyone else.
+    - ``on_demoted`` has run (or had ``DEMOTED_CALLBACK_GRACE`` to run)
+      before this elector releases the lease, and is queued before the lease
+      can expire under it.
     It does *not* guarantee that work started by a leader stops in time if the
     whole process is frozen — use the fencing token for writes that matter.
     """
@@ -346,6 +349,9 @@ class Elector:
         self.counters["demoted"] += 1
         log_event(log, logging.INFO, "demoted", site=self._site, token=term.token, reason=reason)
         self._runner.submit("on_demoted", self._callbacks.on_demoted, reason)
+        # Every path from here may release the lease: let the local work stop
+        # before another site may start it.
+        self._runner.drain(DEMOTED_CALLBACK_GRACE)
         if record_step_down:
             # Free the lease if it is still ours (others need not wait for it
             # to expire) and leave the step-down in the history.
@@ -441,6 +447,5 @@ class Elector:
     def _finish(self) -> None:
         term = self._demote("stopped", record_step_down=False)
         if term is not None:
-            self._runner.drain(DEMOTED_CALLBACK_GRACE)
             self._release(term, "stopped")
         self._lease.close()
