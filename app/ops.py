@@ -19,6 +19,10 @@ ops = Blueprint("ops", __name__)
 # leader honours the request at its next renewal.
 RELEASE_WAIT_S = 5.0
 
+# Once the lease is free, how long the answer waits to name the site that took
+# over (a waiting site acquires within milliseconds; a lone site does not).
+TAKEOVER_WAIT_S = 1.0
+
 
 @ops.get("/status")
 @require_auth
@@ -47,11 +51,19 @@ def release():
                            leader=record.site if record else None), 409
         request_step_down(client, core.prefix)
         deadline = time.monotonic() + core.election.renew_interval + RELEASE_WAIT_S
+        released = False
         while time.monotonic() < deadline:
             now = read_lease(client, core.prefix)
-            if now is None or now.holder != record.holder:
-                return jsonify(released=True, previous=record.as_dict(), leader=now.as_dict() if now else None)
-            time.sleep(0.05)
+            if now is not None and (now.holder, now.token) != (record.holder, record.token):
+                return jsonify(released=True, previous=record.as_dict(), leader=now.as_dict())
+            if now is None and not released:
+                # Usually the millisecond between the release and a waiting
+                # site's acquire: look a little longer, to say who took over.
+                released = True
+                deadline = min(deadline, time.monotonic() + TAKEOVER_WAIT_S)
+            time.sleep(0.005 if released else 0.05)
+        if released:
+            return jsonify(released=True, previous=record.as_dict(), leader=None)
         return jsonify(error="step-down requested but the leader has not released yet"), 504
     except RedisError as exc:
         return jsonify(error="redis unreachable", detail=type(exc).__name__), 503
