@@ -44,10 +44,11 @@ def main() -> int:
     with RedisServer() as server:
         version = server.client().info("server")["redis_version"]
         url = server.url
-        baton_handoff = summary(timed("baton graceful handoff", handoff.measure, "baton", url, HANDOFF_ROUNDS, "bench-h"))
+        handoffs = timed("graceful handoff, Baton and python-redis-lock interleaved", handoff.measure,
+                         ("baton", "redis_lock"), url, HANDOFF_ROUNDS, "bench-handoff")
+        baton_handoff, lock_handoff = summary(handoffs["baton"]), summary(handoffs["redis_lock"])
         baton_takeover = summary(timed("baton takeover lag", election_bench.takeover_lag, url, ROUNDS))
         idle = timed("baton idle cost", election_bench.idle_cost, url, IDLE_WINDOW_S)
-        lock_handoff = summary(timed("python-redis-lock handoff", handoff.measure, "redis_lock", url, HANDOFF_ROUNDS, "bench-rl"))
         lock_takeover = summary(timed("python-redis-lock expiry lag (expire=1 s)", peer_lags.redis_lock_expiry_lag, url, ROUNDS))
         rq_handoff = summary(timed("rq-scheduler handoff (-i 1)", peer_lags.rq_scheduler_handoff, url, ROUNDS))
         ticks = timed("baton tick lateness", ticks_bench.tick_lateness, url, TICKS)

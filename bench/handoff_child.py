@@ -3,8 +3,11 @@
     python -m bench.handoff_child baton URL PREFIX NAME
     python -m bench.handoff_child redis_lock URL KEY NAME [EXPIRE_SECONDS]
 
-Reads "release" lines on stdin; prints JSON lines with CLOCK_MONOTONIC times
-(time.monotonic is system-wide on Linux, so the parent can compare them):
+Reads lines on stdin: "release" gives the lock up and stays out of the race;
+"compete" enters it again (the parent says so once the other contender leads,
+so a stalled machine can never let the releaser win its own lock back).
+Prints JSON lines with CLOCK_MONOTONIC times (time.monotonic is system-wide on
+Linux, so the parent can compare them):
   {"event": "leading", "t": ...}        Baton: on_elected ran; redis-lock: acquire() returned
   {"event": "release_sent", "t": ...}   just before the release command goes out
 Baton and python-redis-lock are driven the same way, each contender in its own
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -32,14 +36,23 @@ def run_baton(url: str, prefix: str, name: str) -> None:
             emit("release_sent", time.monotonic())
             return super().release(*args, **kwargs)
 
-    # Default timings, except that a contender that stepped down re-enters the
-    # race after 50 ms instead of 2 s, so rounds can follow each other quickly.
-    config = ElectionConfig(step_down_hold_off=0.05)
-    lease = TimedLease.from_url(url, Identity(site=name, dyno="bench"), config.ttl_ms, prefix=prefix)
-    elector = Elector(lease, config, Callbacks(on_elected=lambda _t: emit("leading", time.monotonic()))).start()
+    # Default timings. A release is stop(), as on a dyno's SIGTERM: demote,
+    # release, wake the waiters; "compete" starts a new elector.
+    config = ElectionConfig()
+    identity = Identity(site=name, dyno="bench")
+    callbacks = Callbacks(on_elected=lambda _t: emit("leading", time.monotonic()))
+
+    def compete() -> Elector:
+        lease = TimedLease.from_url(url, identity, config.ttl_ms, prefix=prefix)
+        return Elector(lease, config, callbacks).start()
+
+    elector = compete()
     for line in sys.stdin:
-        if line.strip() == "release":
-            elector.step_down()
+        command = line.strip()
+        if command == "release":
+            elector.stop()
+        elif command == "compete":
+            elector = compete()
     elector.stop()
 
 
@@ -49,12 +62,11 @@ def run_redis_lock(url: str, key: str, name: str, expire: int = 10) -> None:
 
     # redis-py 8's default 5 s socket timeout would cut the waiter's BLPOP.
     client = redis.Redis.from_url(url, socket_timeout=None)
-    release_requested = threading.Event()
+    commands: "queue.Queue[str]" = queue.Queue()
 
     def read_stdin():
         for line in sys.stdin:
-            if line.strip() == "release":
-                release_requested.set()
+            commands.put(line.strip())
         # The parent is done. The contender may be blocked in acquire(), which
         # has no way out; the benchmark's keys are its own, so just leave.
         os._exit(0)
@@ -64,12 +76,12 @@ def run_redis_lock(url: str, key: str, name: str, expire: int = 10) -> None:
         lock = redis_lock.Lock(client, key, expire=expire, auto_renewal=True)
         lock.acquire()
         emit("leading", time.monotonic())
-        release_requested.wait()
-        release_requested.clear()
+        while commands.get() != "release":
+            pass  # "compete" while competing: nothing to do
         emit("release_sent", time.monotonic())
         lock.release()
-        time.sleep(0.05)  # like Baton's hold-off: let the other contender win
-
+        while commands.get() != "compete":
+            pass  # "release" while out of the race: nothing to give up
 
 if __name__ == "__main__":
     kind, url, key, name = sys.argv[1:5]
