@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench import election_bench, handoff, peer_lags, ticks_bench, web_bench
+from bench import election_bench, handoff, machine, peer_lags, ticks_bench, web_bench
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -41,6 +41,7 @@ def timed(name, fn, *args, **kwargs):
 
 def main() -> int:
     os.makedirs(RESULTS, exist_ok=True)
+    cpu_before = machine.cpu_times()
     with RedisServer() as server:
         version = server.client().info("server")["redis_version"]
         url = server.url
@@ -59,7 +60,8 @@ def main() -> int:
 
     results = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "redis": version, "cpus": os.cpu_count()},
+        "machine": {"python": platform.python_version(), "redis": version, "cpus": os.cpu_count(),
+                    "cpu_steal_percent": machine.steal_percent(cpu_before, machine.cpu_times())},
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "units": "ms",
         "baton": {"graceful_handoff": baton_handoff, "takeover_lag_after_expiry": baton_takeover, "idle": idle,
@@ -144,6 +146,11 @@ def render(results) -> str:
              "<= 200 MB"],
         ],
     ))
+    m = results["machine"]
+    steal = m.get("cpu_steal_percent")
+    out.append("")
+    out.append(f"Machine: {m['cpus']} CPUs, Redis {m['redis']}, Python {m['python']}; CPU steal during the run: "
+               + ("unknown" if steal is None else f"{steal:.1f} % (time the host ran other VMs; the p99s move with it)"))
     return "\n".join(out)
 
 
