@@ -83,6 +83,7 @@ def run_redis_lock(url: str, key: str, name: str, expire: int = 10) -> None:
         while commands.get() != "compete":
             pass  # "release" while out of the race: nothing to give up
 
+
 if __name__ == "__main__":
     kind, url, key, name = sys.argv[1:5]
     if kind == "baton":

@@ -218,7 +218,7 @@ class Lease:
         is left of it after.
         """
         if deadline is None:
-            deadline = time.monotonic() + (self._socket_timeout if timeout is None else timeout)
+            deadline = self._deadline(timeout)
         if not self._conn.is_connected:
             budget = min(self._socket_timeout, max(deadline - time.monotonic(), _MIN_WAIT))
             self._conn.socket_connect_timeout = budget
@@ -227,8 +227,12 @@ class Lease:
         self._conn.send_command(*args)
         return self._conn.read_response(timeout=max(deadline - time.monotonic(), _MIN_WAIT))
 
+    def _deadline(self, timeout) -> float:
+        """When a call given ``timeout`` s (None: the socket timeout) must be done."""
+        return time.monotonic() + (self._socket_timeout if timeout is None else timeout)
+
     def _script(self, script: _Script, keys: list, args: list, timeout=None):
-        deadline = time.monotonic() + (self._socket_timeout if timeout is None else timeout)
+        deadline = self._deadline(timeout)
         try:
             return self._call("EVALSHA", script.sha, len(keys), *keys, *args, deadline=deadline)
         except NoScriptError:

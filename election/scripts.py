@@ -16,16 +16,20 @@ from .record import REQUIRED_FIELDS
 
 _NUMERIC_FIELDS = ("token", "acquired_at", "renewed_at", "ttl_ms")
 
-# Shared by ACQUIRE and READ: classifies what is at the lease key without
-# changing it. Anything Baton did not write — another type, a hash missing a
-# field, a lease with no TTL (someone typed SET or HSET by hand) — is reported
-# as corrupt and left alone.
-_INSPECT_LEASE = """
+# The server's clock in ms since the epoch, for every script that stamps or
+# compares times.
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
 
+# Shared by ACQUIRE and READ: classifies what is at the lease key without
+# changing it. Anything Baton did not write — another type, a hash missing a
+# field, a lease with no TTL (someone typed SET or HSET by hand) — is reported
+# as corrupt and left alone.
+_INSPECT_LEASE = _NOW_MS + """
 local function inspect_lease(key)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then return {'none'} end
@@ -156,7 +160,7 @@ return {'acquired', token, now, entry[2], history_error}
 # after, so a step-down asked from anywhere (a one-off dyno, another web
 # worker) never makes two leaders.
 # KEYS: lease, step_down.  ARGV: holder, token, ttl_ms.
-RENEW = """
+RENEW = _NOW_MS + """
 local lease = KEYS[1]
 if redis.call('TYPE', lease)['ok'] ~= 'hash' then return {'lost', ''} end
 local current = redis.call('HMGET', lease, 'holder', 'token')
@@ -167,8 +171,7 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'string' and redis.call('GET', KEYS[2]) 
   redis.call('DEL', KEYS[2])
   return {'step_down'}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HSET', lease, 'renewed_at', now)
 redis.call('PEXPIRE', lease, ARGV[3])
 return {'renewed', now}
@@ -186,7 +189,7 @@ return {'renewed', now}
 # ARGV: holder, token, event ('released' | 'stepped_down'), reason, signal_ttl_ms,
 #       history_maxlen, max_woken.
 # Replies {released 0|1, signal_error, history_error, waiters_error}.
-RELEASE = """
+RELEASE = _NOW_MS + """
 local lease, signal, history, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local holder, token, event, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local released = 0
@@ -199,9 +202,7 @@ if redis.call('TYPE', lease)['ok'] == 'hash' then
     local count = 1
     local waiters_kind = redis.call('TYPE', waiters)['ok']
     if waiters_kind == 'zset' then
-      local t = redis.call('TIME')
-      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-      redis.call('ZREMRANGEBYSCORE', waiters, '-inf', '(' .. now)
+      redis.call('ZREMRANGEBYSCORE', waiters, '-inf', '(' .. now_ms())
       count = math.max(1, math.min(redis.call('ZCARD', waiters), tonumber(ARGV[7])))
     elseif waiters_kind ~= 'none' then
       waiters_error = 'wrong type ' .. waiters_kind .. ' (expected zset)'
