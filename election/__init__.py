@@ -13,7 +13,7 @@ from .config import ElectionConfig
 from .elector import Elector, Term
 from .errors import LeaseCorrupt
 from .identity import Identity
-from .lease import Acquired, Keys, Lease, read_lease, request_step_down
+from .lease import Acquired, Keys, Lease, Woken, read_lease, request_step_down
 from .record import LeaseRecord
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "LeaseCorrupt",
     "LeaseRecord",
     "Term",
+    "Woken",
     "read_lease",
     "request_step_down",
 ]

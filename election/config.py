@@ -96,5 +96,19 @@ class ElectionConfig:
             raise ValueError("history_maxlen must be a whole number >= 1")
 
     @property
+    def follower_wait_max(self) -> float:
+        """The longest a follower blocks in one wait for a release.
+
+        The wait carries an ACQUIRE behind it (``Lease.wait_then_acquire``),
+        which the server may run at any moment of the wait; a term it starts
+        can only be counted from the wait's start — the last instant known to
+        be earlier. Capping the wait at ``renew_deadline - renew_interval``
+        leaves such a term at least ``renew_interval`` to renew in (it renews
+        at once). The price: an idle follower sends its two commands (BLPOP,
+        ACQUIRE) once per cap instead of once per ttl: 0.4/s at the defaults.
+        """
+        return self.renew_deadline - self.renew_interval
+
+    @property
     def ttl_ms(self) -> int:
         return max(1, round(self.ttl * 1000))

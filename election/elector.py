@@ -4,10 +4,12 @@ One thread per elector runs every Redis call over the lease's single
 connection; callbacks run on a second thread (see callbacks.py).
 
 Follower: ACQUIRE (one round trip that also reads the current lease). If
-someone holds it, BLPOP the release signal until shortly before the lease's
-expiry (computed from its PTTL, not a poll tick), then sleep out the rest on
-the local clock and try again — so a graceful release wakes it at once and a
-silent death is noticed as the lease runs out.
+someone holds it, BLPOP the release signal with the next ACQUIRE pipelined
+behind it, until shortly before the lease's expiry (computed from its PTTL,
+not a poll tick) or for at most ``follower_wait_max``; then sleep out the rest
+on the local clock and try again. A graceful release wakes it at once, and it
+wakes already holding the lease; a silent death is noticed as the lease runs
+out.
 
 Leader: RENEW every ``renew_interval``. ``is_leader`` is true only while the
 last successful renewal was *sent* less than ``renew_deadline`` ago, so a
@@ -99,6 +101,7 @@ class Elector:
         self._hold_off_until = 0.0
         self._pending_step_down: Optional[tuple] = None  # (token, reason) to record in Redis
         self._blocked_in_wait = False
+        self._wait_cut = False  # stop() cut a wait, and the ACQUIRE behind it
         self._last_corrupt_report: dict = {}
         self._redis_ok: Optional[bool] = None
         # Monotonic counters for /metrics; each written by the loop thread only.
@@ -134,6 +137,7 @@ class Elector:
             with self._lock:
                 if self._blocked_in_wait:
                     self._lease.interrupt()
+                    self._wait_cut = True
             self._thread.join(0.05)
         self._runner.close(max(0.0, deadline - self._clock()))
 
@@ -238,31 +242,45 @@ class Elector:
         sent = self._clock()
         result = self._lease.acquire(self._highest_token, timeout=self._config.socket_timeout)
         self._succeeded()
-        if isinstance(result, Acquired):
-            self._become_leader(result, sent)
-            return
-        self._observe(result)
-        # The lease runs out pttl after the server read it, which was after
-        # `sent`: aiming at sent + pttl is early by at most a round trip, and
-        # an early ACQUIRE just answers with the little time left.
-        expires_at = sent + result.pttl_ms / 1000
-        blocking_for = expires_at - self._clock() - self._config.server_timer_slack
-        if blocking_for > 0:
+        signal_problem = None
+        while not isinstance(result, Acquired):
+            self._observe(result)
+            # The lease runs out pttl after the server read it, which was after
+            # `sent`: aiming at sent + pttl is early by at most a round trip, and
+            # an early ACQUIRE just answers with the little time left.
+            expires_at = sent + result.pttl_ms / 1000
+            blocking_for = min(expires_at - self._clock() - self._config.server_timer_slack,
+                               self._config.follower_wait_max)
+            if signal_problem is not None:
+                # Junk at the signal key: no release can wake us, but the
+                # lease's expiry is still known — wait for it on our own clock.
+                self._report_corrupt(signal_problem)
+                blocking_for = 0
+            if blocking_for <= 0:
+                self._sleep(expires_at - self._clock())
+                return
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self._blocked_in_wait = True
+            # The ACQUIRE behind the wait runs after this instant, so a term
+            # it starts is counted from here (see follower_wait_max).
+            wait_started = self._clock()
             try:
-                self._lease.wait_for_release(blocking_for)
-                return
-            except LeaseCorrupt as exc:
-                # Junk at the signal key: no release can wake us, but the
-                # lease's expiry is still known — wait for it on our own clock.
-                self._report_corrupt(exc)
+                woken = self._lease.wait_then_acquire(blocking_for, self._highest_token)
             finally:
                 with self._lock:
                     self._blocked_in_wait = False
-        self._sleep(expires_at - self._clock())
+            self._succeeded()
+            result, signal_problem = woken.outcome, woken.signal_problem
+            sent = wait_started
+            if not isinstance(result, Acquired) and not woken.signalled and signal_problem is None:
+                # The wait timed out, so the ACQUIRE that read the holder's
+                # PTTL ran at least blocking_for after the wait began: counting
+                # the lease's time left from the wait's start would aim the
+                # next wait seconds early, and wake an idle follower for nothing.
+                sent = wait_started + blocking_for
+        self._become_leader(result, sent)
 
     def _observe(self, record: Optional[LeaseRecord]) -> None:
         previous = self._leader
@@ -282,6 +300,13 @@ class Elector:
 
     def _become_leader(self, acquired: Acquired, sent: float) -> None:
         self._highest_token = max(self._highest_token, acquired.token)
+        if self._clock() >= sent + self._config.renew_deadline:
+            # The reply took longer than a whole renew deadline (a frozen
+            # process, a crawling Redis): the lease may have little time left,
+            # so this was never a term. Give it back at once.
+            log_event(log, logging.WARNING, "acquired_too_late", site=self._site, token=acquired.token)
+            self._pending_step_down = (acquired.token, "acquired_too_late")
+            return
         self.counters["elected"] += 1
         with self._lock:
             self._term = Term(acquired.token, self._clock(), sent + self._config.renew_deadline)
@@ -376,28 +401,28 @@ class Elector:
         released = False
         if term is not None:
             self._hold_off_until = self._clock() + self._config.step_down_hold_off
-            released = self._release(term, "step_down")
+            released = self._release(term.token, "step_down")
         self._step_down_result = released
         self._step_down_done.set()
 
-    def _release(self, term: Term, reason: str) -> bool:
+    def _release(self, token: int, reason: str) -> bool:
         """Release with a few quick retries: a lease left behind costs the
         other sites a full ttl of waiting."""
         backoff = Backoff(self._config.retry_backoff_min, self._config.retry_backoff_max / 4)
         for attempt in range(3):
             try:
-                released, problems = self._lease.release(term.token, reason, timeout=self._config.socket_timeout)
+                released, problems = self._lease.release(token, reason, timeout=self._config.socket_timeout)
                 for problem in problems:
                     self._report_corrupt(problem)
                 log_event(
-                    log, logging.INFO, "released", site=self._site, token=term.token,
+                    log, logging.INFO, "released", site=self._site, token=token,
                     reason=reason, released=released,
                 )
                 self.counters["released"] += int(released)
                 return released
             except RedisError as exc:
                 log_event(
-                    log, logging.WARNING, "release_failed", site=self._site, token=term.token,
+                    log, logging.WARNING, "release_failed", site=self._site, token=token,
                     attempt=attempt + 1, error=f"{type(exc).__name__}: {exc}",
                 )
                 time.sleep(backoff.next())
@@ -447,5 +472,18 @@ class Elector:
     def _finish(self) -> None:
         term = self._demote("stopped", record_step_down=False)
         if term is not None:
-            self._release(term, "stopped")
+            self._release(term.token, "stopped")
+        elif self._wait_cut:
+            self._release_if_ours()
         self._lease.close()
+
+    def _release_if_ours(self) -> None:
+        """stop() cut a wait whose ACQUIRE may have run just before: if it
+        took the lease, the reply was lost with the connection. Give such a
+        lease back rather than let the other sites wait out its ttl."""
+        try:
+            record = self._lease.read(timeout=self._config.socket_timeout)
+        except (RedisError, LeaseCorrupt):
+            return  # nothing Baton can tell is ours
+        if record is not None and record.holder == self._lease.identity.holder:
+            self._release(record.token, "stopped")

@@ -1,9 +1,10 @@
 """The lease store: a narrow interface over one Redis connection.
 
 Everything the election needs from Redis is here — acquire, renew, release,
-read, and block until a release is signalled — each one round trip with an
-explicit timeout. The connection is used by one thread at a time (the
-elector's); :meth:`Lease.interrupt` is the one call meant for another thread.
+read, and block until a release is signalled then acquire — each one round
+trip with an explicit timeout. The connection is used by one thread at a time
+(the elector's); :meth:`Lease.interrupt` is the one call meant for another
+thread.
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ class Acquired:
     acquired_at: int
     event: str  # 'acquired', 'takeover' (the previous term expired) or 'reacquired'
     history_error: str = ""
+
+
+@dataclass(frozen=True)
+class Woken:
+    """What :meth:`Lease.wait_then_acquire` saw."""
+
+    signalled: bool  # a release ended the wait (False: it timed out)
+    outcome: "Acquired | LeaseRecord"  # what the ACQUIRE behind the wait got
+    signal_problem: "LeaseCorrupt | None" = None  # junk at the signal key: no release can end a wait
 
 
 @dataclass(frozen=True)
@@ -219,12 +229,19 @@ class Lease:
         """
         if deadline is None:
             deadline = self._deadline(timeout)
+        self._connect_by(deadline)
+        self._conn.send_command(*args)
+        return self._read_by(deadline)
+
+    def _connect_by(self, deadline: float) -> None:
+        """Reconnect if needed, the connect and its handshake done by ``deadline``."""
         if not self._conn.is_connected:
             budget = min(self._socket_timeout, max(deadline - time.monotonic(), _MIN_WAIT))
             self._conn.socket_connect_timeout = budget
             self._conn.socket_timeout = budget
             self._conn.connect()
-        self._conn.send_command(*args)
+
+    def _read_by(self, deadline: float):
         return self._conn.read_response(timeout=max(deadline - time.monotonic(), _MIN_WAIT))
 
     def _deadline(self, timeout) -> float:
@@ -250,19 +267,16 @@ class Lease:
         — and then notes this candidate as waiting, so a release wakes it.
         Raises :class:`LeaseCorrupt` for junk at a Baton key, redis errors on
         transport trouble."""
-        reply = self._script(
-            _ACQUIRE,
-            [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters],
-            [
-                self.identity.holder,
-                self.identity.site,
-                self.ttl_ms,
-                int(token_floor),
-                self.history_maxlen,
-                WAITER_GRACE_MS,
-            ],
-            timeout=timeout,
-        )
+        keys, args = self._acquire_keys_args(token_floor)
+        return self._acquire_outcome(self._script(_ACQUIRE, keys, args, timeout=timeout))
+
+    def _acquire_keys_args(self, token_floor: int) -> tuple:
+        keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters]
+        args = [self.identity.holder, self.identity.site, self.ttl_ms, int(token_floor),
+                self.history_maxlen, WAITER_GRACE_MS]
+        return keys, args
+
+    def _acquire_outcome(self, reply) -> "Acquired | LeaseRecord":
         if reply[0] == "acquired":
             return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4])
         if reply[0] == "corrupt":
@@ -313,29 +327,62 @@ class Lease:
             raise self._corrupt(reply)
         return _record(reply[2:], int(reply[1]))
 
-    def wait_for_release(self, timeout: float, socket_margin: float = 2.0) -> bool:
-        """Block until a release is signalled or ``timeout`` s pass (BLPOP).
-        True if woken by a release. Raises :class:`LeaseCorrupt` if the
-        signal key holds junk.
+    def wait_then_acquire(self, timeout: float, token_floor: int = 0, socket_margin: float = 2.0) -> Woken:
+        """Block until a release is signalled or ``timeout`` s pass (BLPOP),
+        then :meth:`acquire` — in one round trip.
 
-        The read is allowed ``socket_margin`` s more than the server-side
-        timeout: redis-py's default socket timeout would otherwise cut a long
-        BLPOP, and Redis may answer a timed-out BLPOP late (see
+        The ACQUIRE is pipelined behind the BLPOP: Redis keeps it in the
+        connection's input buffer while the BLPOP blocks, and runs it in the
+        same event-loop turn that serves the BLPOP. A follower woken by a
+        release therefore wakes up holding the lease (or knowing who does),
+        instead of asking one more round trip later.
+
+        The ACQUIRE runs however the wait ends (signal, timeout, junk at the
+        signal key), and its reply is always read and returned: a lease taken
+        this way is never left unknown to its holder. Since it may run up to
+        ``timeout`` s after this call, a term it starts must be counted from
+        the call, not from the reply (``ElectionConfig.follower_wait_max``).
+
+        The BLPOP's reply is read with ``socket_margin`` s more than its
+        server-side timeout: Redis may answer a timed-out BLPOP late (see
         ``ElectionConfig.server_timer_slack``).
         """
         # BLPOP takes seconds as a decimal since Redis 6; 0 would mean forever.
         seconds = max(round(timeout, 3), 0.001)
+        keys, args = self._acquire_keys_args(token_floor)
+        deadline = time.monotonic() + seconds + socket_margin
+        self._connect_by(deadline)
+        self._conn.send_packed_command(self._conn.pack_commands([
+            ("BLPOP", self.keys.signal, f"{seconds:.3f}"),
+            ("EVALSHA", _ACQUIRE.sha, len(keys), *keys, *args),
+        ]))
+        signalled, signal_error = False, None
         try:
-            reply = self._call("BLPOP", self.keys.signal, f"{seconds:.3f}", timeout=seconds + socket_margin)
+            signalled = self._read_by(deadline) is not None
         except ResponseError as exc:
-            if not str(exc).startswith("WRONGTYPE"):
-                raise
-            # Someone wrote another type at the signal key: nobody can be
-            # woken through it. Report it; the caller waits on its own clock.
-            kind = self._call("TYPE", self.keys.signal)
-            raise LeaseCorrupt(self.keys.signal, f"wrong type {kind} (expected list)",
-                               int(self._call("PTTL", self.keys.signal))) from None
-        return reply is not None
+            signal_error = exc  # the ACQUIRE's reply still follows; read it first
+        # As in _script: the ACQUIRE and its EVAL fallback share one budget.
+        acquire_deadline = self._deadline(None)
+        try:
+            reply = self._read_by(acquire_deadline)
+        except NoScriptError:
+            # The server lost its scripts (restart, SCRIPT FLUSH): send the source.
+            reply = self._call("EVAL", _ACQUIRE.source, len(keys), *keys, *args, deadline=acquire_deadline)
+        outcome = self._acquire_outcome(reply)
+        if signal_error is None:
+            return Woken(signalled, outcome)
+        if str(signal_error).startswith("WRONGTYPE"):
+            return Woken(False, outcome, self._signal_corrupt())
+        if isinstance(outcome, Acquired):
+            return Woken(False, outcome)  # the lease first; the error shows again next wait
+        raise signal_error
+
+    def _signal_corrupt(self) -> LeaseCorrupt:
+        """BLPOP said WRONGTYPE: someone wrote another type at the signal key
+        by hand, and no release can wake anyone through it."""
+        kind = self._call("TYPE", self.keys.signal)
+        return LeaseCorrupt(self.keys.signal, f"wrong type {kind} (expected list)",
+                            int(self._call("PTTL", self.keys.signal)))
 
     def history(self, count: int = 20, timeout=None) -> list:
         """Newest-first entries of ``{prefix}:history`` as dicts (with ``id``)."""

@@ -78,6 +78,29 @@ def test_sigkilled_holder_is_replaced_only_after_expiry_then_promptly(
     assert takeover and takeover[-1]["previous_holder"].startswith("dead/")
 
 
+def test_a_release_hands_the_lease_to_a_waiting_follower_even_while_it_is_frozen(
+    processes, make_elector, shared_redis, prefix
+):
+    # The follower's ACQUIRE waits in Redis behind its BLPOP, so the release
+    # alone makes it the holder: the handoff costs no round trip of its own.
+    from election import ElectionConfig
+
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    leader = make_elector(shared_redis.url, prefix, "leader", config)
+    wait_until(lambda: leader.is_leader, what="leader to lead")
+    follower = processes(shared_redis.url, prefix, "frozen", config)
+    r = shared_redis.client()
+    wait_until(lambda: any(c["name"] == "baton:frozen:elector" and c["cmd"] == "blpop" and "b" in c["flags"]
+                           for c in r.client_list()), what="the follower to block in its wait")
+    os.kill(follower.proc.pid, signal.SIGSTOP)
+    leader.stop()
+    wait_until(lambda: r.hget(f"{prefix}:lease", "site") == "frozen", timeout=2,
+               what="the stopped follower to hold the lease")
+    os.kill(follower.proc.pid, signal.SIGCONT)
+    wait_until(lambda: follower.of("elected"), timeout=10, what="the thawed follower's on_elected")
+    assert follower.of("elected")[0]["token"] == 2
+
+
 def test_redis_killed_and_restarted(make_elector, redis_server, prefix, events):
     electors = [make_elector(redis_server.url, prefix, site) for site in "ab"]
     leader = wait_until(lambda: next((e for e in electors if e.is_leader), None), what="a leader")

@@ -199,3 +199,108 @@ def test_a_step_down_asked_through_redis_is_honoured_at_the_next_renewal(make_el
     assert events.of("demoted", "a")[0][0] <= events.of("elected", "b")[0][0]
     assert not r.exists(f"{prefix}:lease:step-down")
     assert request_step_down(r, f"{prefix}-nobody") is None
+
+
+def test_a_term_taken_at_the_end_of_a_wait_counts_from_the_waits_start(make_elector, shared_redis, prefix, events):
+    # The ACQUIRE waits in Redis behind the follower's BLPOP and may run any
+    # time during the wait: the only instant known to come before it is the
+    # wait's start, so the term must be counted from there — and waits are
+    # capped (follower_wait_max = 3.5 - 1.5 = 2 s) so that such a term still
+    # has at least renew_interval left, and renews at once.
+    config = ElectionConfig(ttl=5, renew_interval=1.5, renew_deadline=3.5)
+    assert config.follower_wait_max == 2.0
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader, what="a to lead")
+    b = make_elector(shared_redis.url, prefix, "b", config)
+    first_seen = wait_until(lambda: events.of("leader", "b"), what="b to see a")[0][0]
+    # b's first wait ends ~2 s after first_seen and the next begins; release
+    # ~1 s into that one. Uncapped, b would still be in its first wait (3 s
+    # old) and the term would have 0.5 s left; counted from the reply, 3.5 s.
+    time.sleep(max(0.0, first_seen + 3.0 - time.monotonic()))
+    a.stop()
+    term = wait_until(lambda: b.term(), timeout=5, interval=0.002, what="b to lead")
+    left = term.valid_until - term.started_at
+    assert config.renew_interval <= left <= config.renew_deadline - 0.4
+    # Renewed at once: b still leads well after that first term would have ended.
+    time.sleep(left + 1.0)
+    assert b.is_leader and b.token == term.token
+
+
+def test_a_lease_won_after_the_deadline_is_given_back_not_announced(make_elector, shared_redis, prefix, events):
+    from election import Elector, Identity, Lease
+
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader, what="a to lead")
+    # b's clock can jump, as if b had been frozen between its wait and the reply.
+    jump = [0.0]
+    lease = Lease.from_url(shared_redis.url, Identity(site="b", dyno="web.1"), config.ttl_ms, prefix=prefix)
+    b = Elector(lease, config, events.callbacks("b"), clock=lambda: time.monotonic() + jump[0]).start()
+    try:
+        wait_until(lambda: b.leader is not None, what="b to see a")
+        time.sleep(0.1)  # b is blocked in its wait
+        jump[0] = config.renew_deadline + 1
+        a.stop()  # b's waiting ACQUIRE takes the lease (token 2), too late to be a term
+        wait_until(lambda: b.is_leader, timeout=5, what="b to lead with a fresh term")
+        r = shared_redis.client()
+        history = [f for _, f in r.xrange(f"{prefix}:history")]
+        assert [(f["event"], f["token"], f.get("reason")) for f in history] == [
+            ("acquired", "1", None), ("released", "1", "stopped"),
+            ("acquired", "2", None), ("stepped_down", "2", "acquired_too_late"),
+            ("acquired", "3", None),
+        ]
+        assert b.token == 3
+        wait_until(lambda: events.of("elected", "b"), what="b's on_elected")
+        assert [e[3] for e in events.of("elected", "b")] == [3]  # token 2 never announced
+    finally:
+        b.stop()
+
+
+def test_stop_gives_back_a_lease_the_cut_wait_took_unseen(make_elector, shared_redis, prefix):
+    from election import Identity, Lease
+
+    config = ElectionConfig(ttl=30, renew_interval=1, renew_deadline=20)
+    r = shared_redis.client()
+    gone = Lease.from_url(shared_redis.url, Identity(site="gone", dyno="web.1"), config.ttl_ms, prefix=prefix)
+    gone.acquire()  # a holder that never renews
+    gone.close()
+    b = make_elector(shared_redis.url, prefix, "b", config)
+    wait_until(lambda: b.leader is not None, what="b to see the holder")
+    time.sleep(0.1)  # b is blocked in its wait
+    # The state stop() can leave behind: b's waiting ACQUIRE ran in Redis and
+    # took the lease, and cutting the wait lost the reply. Made by hand here
+    # (the race is a microsecond wide): the old lease goes without a release
+    # signal, and b's own identity takes it.
+    r.delete(f"{prefix}:lease")
+    unseen = Lease.from_url(shared_redis.url, b.lease.identity, config.ttl_ms, prefix=prefix)
+    token = unseen.acquire().token
+    unseen.close()
+    assert not b.is_leader
+    b.stop()
+    assert not r.exists(f"{prefix}:lease")  # not left for the others to wait out 30 s
+    last = r.xrevrange(f"{prefix}:history", count=1)[0][1]
+    assert (last["event"], last["token"], last["holder"]) == ("released", str(token), b.lease.identity.holder)
+
+
+def test_an_idle_followers_waits_last_the_full_cap(make_elector, shared_redis, prefix):
+    # A wait that times out was answered after its full length: the holder's
+    # time left is counted from then, so the next wait is not cut short (a
+    # follower counting from the wait's start would wait 1.25-1.75 s here,
+    # and ask Redis more often than it needs to).
+    config = ElectionConfig(ttl=4, renew_interval=0.5, renew_deadline=2.5)  # waits of at most 2 s
+    a = make_elector(shared_redis.url, prefix, "a", config)
+    wait_until(lambda: a.is_leader, what="a to lead")
+    monitor_client = shared_redis.client()
+    signal_key = f"{prefix}:lease:released"
+    timeouts = []
+    with monitor_client.monitor() as monitor:
+        make_elector(shared_redis.url, prefix, "b", config)
+        deadline = time.monotonic() + 7
+        for command in monitor.listen():
+            parts = command["command"].split()
+            if parts[:2] == ["BLPOP", signal_key]:
+                timeouts.append(float(parts[2]))
+            if time.monotonic() > deadline:
+                break
+    assert len(timeouts) >= 3
+    assert all(t == config.follower_wait_max for t in timeouts), timeouts

@@ -1,5 +1,7 @@
 """The atomic operations against a real Redis."""
 
+import threading
+
 import pytest
 
 from election import Acquired, Identity, Lease, LeaseCorrupt, LeaseRecord
@@ -73,8 +75,8 @@ def test_release_pushes_a_short_lived_wake_signal(lease_for, r, prefix):
     signal_key = f"{prefix}:lease:released"
     assert r.llen(signal_key) == 1
     assert 0 < r.pttl(signal_key) <= 1000
-    assert lease_for("b").wait_for_release(1.0) is True
-    assert lease_for("c").wait_for_release(0.05) is False
+    assert lease_for("b").wait_then_acquire(1.0).signalled is True
+    assert lease_for("c").wait_then_acquire(0.05).signalled is False  # one signal, taken
 
 
 def test_a_release_wakes_every_waiting_candidate(lease_for, r, prefix):
@@ -89,13 +91,54 @@ def test_a_release_wakes_every_waiting_candidate(lease_for, r, prefix):
     assert TTL_MS < r.pttl(waiters_key) <= TTL_MS + 1000
     a.release(token, "test")
     assert r.llen(f"{prefix}:lease:released") == 3
-    assert all(lease.wait_for_release(1.0) for lease in waiters)
-    assert lease_for("e").wait_for_release(0.05) is False  # one signal each, none left over
-    # The one that takes the lease is no longer waiting; the others still are.
-    assert isinstance(waiters[0].acquire(), Acquired)
-    assert waiters[0].identity.holder not in r.zrange(waiters_key, 0, -1)
-    assert isinstance(waiters[1].acquire(), LeaseRecord)
-    assert len(r.zrange(waiters_key, 0, -1)) == 2
+    woken = [lease.wait_then_acquire(1.0, token) for lease in waiters]
+    assert all(w.signalled for w in woken)
+    late = lease_for("e")
+    assert late.wait_then_acquire(0.05).signalled is False  # one signal each, none left over
+    # The first takes the lease and is no longer waiting; the others learn it
+    # holds the lease in the same reply, and wait again.
+    assert isinstance(woken[0].outcome, Acquired) and woken[0].outcome.token == token + 1
+    assert [w.outcome.holder for w in woken[1:]] == [waiters[0].identity.holder] * 2
+    assert set(r.zrange(waiters_key, 0, -1)) == {w.identity.holder for w in (*waiters[1:], late)}
+
+
+def test_a_wait_ends_holding_the_lease_the_release_freed(lease_for, r, prefix):
+    a, b = lease_for("a"), lease_for("b")
+    token = a.acquire().token
+    assert isinstance(b.acquire(), LeaseRecord)
+    releasing = threading.Timer(0.2, a.release, (token, "test"))
+    releasing.start()
+    woken = b.wait_then_acquire(5.0, token_floor=token)
+    releasing.join()
+    assert woken.signalled and woken.signal_problem is None
+    assert isinstance(woken.outcome, Acquired) and woken.outcome.token == token + 1
+    assert r.hget(f"{prefix}:lease", "holder") == b.identity.holder
+
+
+def test_a_wait_that_times_out_reports_the_holder(lease_for):
+    a, b = lease_for("a"), lease_for("b")
+    a.acquire()
+    woken = b.wait_then_acquire(0.05)
+    assert not woken.signalled and woken.signal_problem is None
+    assert isinstance(woken.outcome, LeaseRecord) and woken.outcome.holder == a.identity.holder
+
+
+def test_a_wait_takes_a_lease_that_expired_silently_meanwhile(lease_for, r, prefix):
+    lease_for("a", ttl_ms=100).acquire()
+    woken = lease_for("b").wait_then_acquire(0.4)
+    assert not woken.signalled  # nobody released: the lease ran out
+    assert isinstance(woken.outcome, Acquired) and woken.outcome.event == "takeover"
+
+
+def test_a_wait_loads_the_acquire_script_if_the_server_lost_it(lease_for, r):
+    a, b = lease_for("a"), lease_for("b")
+    token = a.acquire().token
+    assert isinstance(b.acquire(), LeaseRecord)
+    r.script_flush()  # as after a Redis restart
+    assert b.wait_then_acquire(0.05).outcome.holder == a.identity.holder
+    a.release(token, "test")
+    r.script_flush()
+    assert isinstance(b.wait_then_acquire(1.0).outcome, Acquired)
 
 
 def test_waiters_past_their_time_are_not_woken(lease_for, r, prefix):
@@ -212,17 +255,29 @@ def test_junk_waiters_set_is_reported_and_one_candidate_still_woken(lease_for, r
     assert released
     assert [(p.key, p.problem) for p in problems] == [(waiters_key, "wrong type string (expected zset)")]
     assert r.get(waiters_key) == "junk" and r.pttl(waiters_key) == -1
-    assert b.wait_for_release(1.0) is True
+    assert b.wait_then_acquire(1.0).signalled is True
 
 
 def test_junk_signal_key_is_reported_by_a_waiting_candidate(lease_for, r, prefix):
     signal_key = f"{prefix}:lease:released"
     r.hset(signal_key, "typed", "by hand")
-    with pytest.raises(LeaseCorrupt) as info:
-        lease_for("b").wait_for_release(0.05)
-    assert info.value.key == signal_key and info.value.problem == "wrong type hash (expected list)"
-    assert info.value.pttl_ms == -1 and "DEL" in info.value.fix
+    a, b = lease_for("a"), lease_for("b")
+    a.acquire()
+    woken = b.wait_then_acquire(5.0)  # answered at once: no release can come through junk
+    problem = woken.signal_problem
+    assert problem.key == signal_key and problem.problem == "wrong type hash (expected list)"
+    assert problem.pttl_ms == -1 and "DEL" in problem.fix
+    assert not woken.signalled and woken.outcome.holder == a.identity.holder
     assert r.hgetall(signal_key) == {"typed": "by hand"}
+
+
+def test_junk_signal_key_never_costs_a_lease_the_wait_took(lease_for, r, prefix):
+    r.set(f"{prefix}:lease:released", "junk")
+    b = lease_for("b")
+    woken = b.wait_then_acquire(5.0)
+    assert woken.signal_problem.problem == "wrong type string (expected list)"
+    assert isinstance(woken.outcome, Acquired)  # the lease was free: taken, and b knows it
+    assert r.hget(f"{prefix}:lease", "holder") == b.identity.holder
 
 
 def test_scripts_are_reloaded_after_script_flush(lease_for, r):
