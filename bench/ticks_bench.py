@@ -23,8 +23,9 @@ def tick_lateness(url: str, ticks: int, prefix: str = "bench-ticks") -> dict:
     commands not counted; a MULTI block counts each command in it), divided
     by the ticks run. The elector's own renewals are excluded — they are in
     the idle-cost figures. ``baton_commands_per_tick`` keeps only the
-    commands on Baton's keys (lease reads, slots, run claim, last run); the
-    rest is RQ's enqueue, execution bookkeeping and heartbeats.
+    commands on Baton's keys (lease reads, slots, ledger, run claim, last
+    run, the leader's orphan sweep); the rest is RQ's enqueue, execution
+    bookkeeping and heartbeats.
     """
     admin = redis.Redis.from_url(url, decode_responses=True)
     site = Site("bench", url, prefix, "tests.support.schedule_1s",

@@ -79,8 +79,11 @@ def test_every_tick_runs_exactly_once_across_handoff_and_crash(sites, shared_red
     second = wait_until(lambda: (s := leader_site(r, prefix)) and s != first and s, timeout=5, what="handoff")
     by_name[first].scheduler = type(by_name[first].scheduler)(["scheduler"], by_name[first].env)
 
-    time.sleep(10)
-    # Crash: SIGKILL every process of the leading site.
+    time.sleep(9)
+    # Crash: SIGKILL every process of the leading site, a few ms after a tick
+    # fell due: its job has likely been taken by the site's worker and not yet
+    # started, the case the new leader's orphan sweep must requeue.
+    time.sleep(1 - time.time() % 1 + 0.003)
     crashed_at = time.time()
     by_name[second].kill()
     third = wait_until(lambda: (s := leader_site(r, prefix)) and s != second and s, timeout=10, what="takeover")
@@ -104,6 +107,25 @@ def test_every_tick_runs_exactly_once_across_handoff_and_crash(sites, shared_red
     crash_ticks = [e for e in in_window if crashed_at - 1 <= e["tick"] <= crashed_at + 1.5]
     assert crash_ticks and all(e["site"] == third for e in crash_ticks if e["tick"] > crashed_at)
     assert len(set(ticks)) >= 25
+
+
+def test_a_tick_taken_by_a_worker_killed_before_starting_it_runs_on_the_new_leader(sites, shared_redis, r, prefix):
+    raw = shared_redis.client(decode_responses=False)
+    a = sites("a", shared_redis.url, prefix, "tests.support.schedule_1s", worker=False)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
+    # a's worker takes the next tick off the queue (RQ's own BLMOVE) and is
+    # killed before it starts it: nothing more happens to the job.
+    job, _ = Queue.dequeue_any([Queue(f"{prefix}-baton", connection=raw)], timeout=5, connection=raw)
+    tick = job.meta["baton_tick"]
+    b = sites("b", shared_redis.url, prefix, "tests.support.schedule_1s")
+    a.kill()
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=10, what="takeover")
+    wait_until(lambda: any(e["tick"] == tick for e in executions(r, prefix)), timeout=20, what="the taken tick to run")
+    (run,) = [e for e in executions(r, prefix) if e["tick"] == tick]
+    assert run["site"] == "b"
+    assert b.scheduler.has("orphan_requeued") and b.scheduler.has(job.id)
+    time.sleep(1.5)
+    assert len([e for e in executions(r, prefix) if e["tick"] == tick]) == 1
 
 
 def test_a_job_taken_by_a_followers_worker_goes_back_to_the_leader(sites, shared_redis, r, prefix):

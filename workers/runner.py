@@ -1,12 +1,13 @@
 """The function every tick job runs: claim the tick, run the entry, record it.
 
 RQ calls ``run_tick`` in the work horse. Before the entry's function it takes
-the tick's run claim (``SET {prefix}:ran:{tick id} NX``) — so even a tick that
-was enqueued twice (two schedulers once active together) runs at most once —
-and drops a tick that starts later than its grace window. While the function
-runs, a watchdog re-reads the lease; if the site loses it, the entry's
-on_lost_lease policy applies: ``finish`` lets it finish (logged), ``stop``
-interrupts it with LeaseLost.
+the tick's run claim (``SET {prefix}:ran:{tick id} NX``, claims.py) — so even
+a tick that was enqueued twice (two schedulers once active together, or a
+requeue of a frozen worker's job) runs at most once — and drops a tick that
+starts later than its grace window. While the function runs, a watchdog
+re-reads the lease; if the site loses it, the entry's on_lost_lease policy
+applies: ``finish`` lets it finish (logged), ``stop`` interrupts it with
+LeaseLost.
 """
 
 from __future__ import annotations
@@ -22,15 +23,12 @@ from rq import get_current_job
 from election import read_lease
 from election.logfmt import log_event
 
+from .claims import claim, leave_ledger
 from .context import RunContext, reset_current_run, set_current_run
 from .entries import STOP, resolve
 from .runs import record_run
 
 log = logging.getLogger("baton.jobs")
-
-# How long a run claim is kept: far longer than any grace window, so a late
-# duplicate of the tick still finds it.
-RUN_CLAIM_TTL_S = 7 * 24 * 3600
 
 # How often a running job re-reads the lease (one GET-sized script per period).
 LEASE_WATCH_INTERVAL_S = 1.0
@@ -38,10 +36,6 @@ LEASE_WATCH_INTERVAL_S = 1.0
 
 class LeaseLost(Exception):
     """The site lost the lease while this job ran (on_lost_lease='stop')."""
-
-
-def run_claim_key(prefix: str, tick_id: str) -> str:
-    return f"{prefix}:ran:{tick_id}"
 
 
 class _LeaseWatch(threading.Thread):
@@ -79,11 +73,12 @@ def run_tick(entry_name, tick, tick_id, func_path, args, kwargs, grace, on_lost_
     started = time.time()
     lateness = started - tick
     if lateness > grace:
+        leave_ledger(connection, prefix, tick_id)
         record_run(connection, prefix, entry_name, tick=tick, site=site, token=token, outcome="expired",
                    started_at=started, lateness_ms=round(lateness * 1000), duration_ms=0, job_id=job.id)
         log_event(log, logging.WARNING, "tick_expired", entry=entry_name, tick=tick, lateness_ms=round(lateness * 1000))
         return "expired"
-    if not connection.set(run_claim_key(prefix, tick_id), f"{site}:{token}", nx=True, ex=RUN_CLAIM_TTL_S):
+    if not claim(connection, prefix, tick_id, f"{site}:{token}"):
         log_event(log, logging.WARNING, "tick_duplicate", entry=entry_name, tick=tick, job_id=job.id)
         return "duplicate"
     func = resolve(func_path, f"schedule entry {entry_name!r}")

@@ -7,7 +7,9 @@ each due entry, decides which ticks to run (ticks.plan: missed-tick policy and
 grace), enqueues one RQ job per tick with a deterministic id, and advances the
 entry's slot with a compare-and-set. A tick enqueued twice (two schedulers
 ever active at once, or a crash between enqueue and advance) still runs once:
-the job claims its tick before running (runner.py).
+the job claims its tick before running (runner.py). While it leads, the loop
+also sweeps for tick jobs a dead worker took and never started, and puts them
+back (orphans.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from rq.job import Job
 from election.backoff import Backoff
 from election.logfmt import log_event
 
+from .claims import add_to_ledger
 from .entries import rq_queue_name
+from .orphans import OrphanSweep
 from .runner import run_tick
 from .store import ScheduleStore
 from .ticks import grace_of, plan, tick_id
@@ -52,6 +56,7 @@ class TickScheduler:
         self._written_for = None
         self._thread = threading.Thread(target=self._run, name="baton-scheduler", daemon=True)
         self._backoff = Backoff(0.05, 2.0)
+        self.orphans = OrphanSweep(connection, prefix, site)
         self.enqueued = 0
 
     # election callbacks ------------------------------------------------------
@@ -92,14 +97,14 @@ class TickScheduler:
                 if self._written_for != self._term_token:
                     changes = self.store.write(list(self.entries.values()))
                     self._written_for = self._term_token
+                    self.orphans.restart()
                     log_event(log, logging.INFO, "schedule_written", site=self.site, token=self._term_token,
                               **{name: what for name, what in sorted(changes.items())})
                 soonest = self._fire_due()
+                sweep_in = self.orphans.sweep_if_due() if self._leading() else None
                 self._backoff.reset()
-                if soonest is None:
-                    self._wake.wait()
-                else:
-                    self._wake.wait(max(0.0, soonest - time.time()))
+                waits = [w for w in (sweep_in, None if soonest is None else soonest - time.time()) if w is not None]
+                self._wake.wait(max(0.0, min(waits)) if waits else None)
                 self._wake.clear()
             except RedisError as exc:
                 delay = self._backoff.next()
@@ -139,17 +144,27 @@ class TickScheduler:
         job_id = f"{self.prefix}-{tick_id(entry, tick)}"
         if Job.exists(job_id, connection=self.connection):
             return  # enqueued before a crash or by another scheduler: runs once anyway
-        Queue(rq_queue_name(self.prefix, entry.queue), connection=self.connection).enqueue_call(
-            func=run_tick,
-            args=(entry.name, tick, job_id, entry.func_path, tuple(entry.args), dict(entry.kwargs),
-                  grace_of(entry, tick, self.zone), entry.on_lost_lease, self.prefix),
-            job_id=job_id,
-            timeout=entry.timeout,
-            result_ttl=RESULT_TTL_S,
-            failure_ttl=FAILURE_TTL_S,
-            description=f"{entry.name} @ {_iso(tick)}",
-            meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self._term_token},
-        )
+        queue = Queue(rq_queue_name(self.prefix, entry.queue), connection=self.connection)
+        with self.connection.pipeline() as pipe:  # one MULTI: never enqueued without its ledger entry
+            queue.enqueue_call(
+                func=run_tick,
+                args=(entry.name, tick, job_id, entry.func_path, tuple(entry.args), dict(entry.kwargs),
+                      grace_of(entry, tick, self.zone), entry.on_lost_lease, self.prefix),
+                job_id=job_id,
+                timeout=entry.timeout,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+                description=f"{entry.name} @ {_iso(tick)}",
+                meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self._term_token},
+                pipeline=pipe,
+            )
+            add_to_ledger(pipe, self.prefix, job_id, queue.name)
+            replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[-1], Exception):  # the ledger is junk; the tick itself is enqueued
+            self.orphans.report_junk(replies[-1])
+        failed = [reply for reply in replies[:-1] if isinstance(reply, Exception)]
+        if failed:
+            raise failed[0]
         self.enqueued += 1
         log_event(log, logging.INFO, "tick_enqueued", entry=entry.name, tick=_iso(tick), job_id=job_id,
                   token=self._term_token, lateness_ms=round((time.time() - tick) * 1000))

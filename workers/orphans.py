@@ -1,0 +1,177 @@
+"""Ticks that a worker took off its queue and never started go back to it.
+
+A worker that is killed (SIGKILL, a crashed dyno, an OOM kill) between taking
+a tick job off the queue and claiming the tick leaves the job nowhere a worker
+looks: in RQ's intermediate list, in the started registry of a dead execution,
+or — when a worker listens on several queues and RQ pops with BLPOP — in no
+list at all. RQ fails such a job minutes later at best; the tick is lost.
+
+So every tick job is in a ledger from its enqueue until it claims its tick
+(claims.py), and the leader's scheduler sweeps the ledger (``OrphanSweep``): a
+job that is still unclaimed and no longer in its queue has been taken by a
+worker; if that is still true ``STUCK_AFTER_S`` later, the worker is gone and
+the job goes back to the front of its queue. A live worker needs milliseconds
+from taking a job to claiming it, and a worker that was only frozen and wakes
+up after the requeue finds the tick claimed by the copy that ran: the claim
+keeps every tick at most once, so the sweep can afford to be quick.
+
+A tick whose function had started (claimed) when its worker died is not run
+again — at most once wins; RQ moves that job to its failed registry as
+abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Dict
+
+from redis.exceptions import ResponseError
+from rq import Queue
+from rq.job import Job
+
+from election.logfmt import log_event
+
+from .claims import ledger_key, run_claim_key
+
+log = logging.getLogger("baton.orphans")
+
+# How long a job must stay taken-but-unclaimed, seen by two sweeps this far
+# apart, before it counts as orphaned. A live worker takes milliseconds (one
+# lease read, a fork, one SET NX); 3 s is far beyond that even on a loaded
+# host, and keeps a crashed leader's tick within seconds of the takeover.
+STUCK_AFTER_S = 3.0
+
+# How often the leader looks when nothing is suspect: one HGETALL per sweep.
+# Bounds how long an orphan waits when its worker died while the site kept
+# the lease (an embedded worker restarted by its supervisor).
+SWEEP_INTERVAL_S = 5.0
+
+# A job that keeps losing its worker before it starts is requeued at most this
+# many times, then left to RQ (and reported): a loop must never be endless.
+MAX_REQUEUES = 3
+
+
+# SETTLE — decide, in one atomic step, where a ledger entry's job is, and
+# requeue it if it was taken and never started. Atomic so that a job a worker
+# pops or claims while the sweep looks is never pushed back beside it.
+# KEYS: ledger, job hash, run claim, queue list, intermediate list, started registry.
+# ARGV: job id, '1' if the caller saw it taken STUCK_AFTER_S ago (may requeue), max requeues.
+# Replies: started | gone | ended (left the ledger), waiting (in its queue),
+# taken (not in its queue, unclaimed), requeued, given_up (left to RQ).
+SETTLE = """
+local ledger, job, claim, queue, intermediate, started = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id = ARGV[1]
+if redis.call('EXISTS', claim) == 1 then redis.call('HDEL', ledger, id) return 'started' end
+local status = redis.call('HGET', job, 'status')
+if not status then redis.call('HDEL', ledger, id) return 'gone' end
+if status ~= 'queued' and status ~= 'started' then redis.call('HDEL', ledger, id) return 'ended' end
+if redis.call('LPOS', queue, id) then return 'waiting' end
+if ARGV[2] ~= '1' then return 'taken' end
+if redis.call('HINCRBY', job, 'baton_requeues', 1) > tonumber(ARGV[3]) then
+  redis.call('HDEL', ledger, id)
+  return 'given_up'
+end
+redis.call('LREM', intermediate, 0, id)
+local mine = id .. ':'
+for _, member in ipairs(redis.call('ZRANGE', started, 0, -1)) do
+  if string.sub(member, 1, #mine) == mine then redis.call('ZREM', started, member) end
+end
+redis.call('HSET', job, 'status', 'queued')
+redis.call('LPUSH', queue, id)
+return 'requeued'
+"""
+
+
+class OrphanSweep:
+    """The leader's sweep of the ledger (see the module docstring).
+
+    State is local and short-lived: when each suspect job was first seen
+    taken, on this process's monotonic clock. ``restart()`` forgets it at
+    every new term, so an observation from an earlier term never counts.
+    """
+
+    def __init__(self, connection, prefix: str, site: str = "", clock: Callable[[], float] = time.monotonic):
+        self.connection = connection  # RQ's: without decode_responses
+        self.prefix = prefix
+        self.site = site
+        self._clock = clock
+        self._settle = connection.register_script(SETTLE)
+        self._taken_since: Dict[str, float] = {}
+        self._next_sweep = 0.0
+        self._junk_reported = False
+        self.requeued = 0
+
+    def restart(self) -> None:
+        """A new term: sweep at once, from no observations."""
+        self._taken_since.clear()
+        self._next_sweep = 0.0
+
+    def due_in(self) -> float:
+        """Seconds until the next sweep is due (0 if it is)."""
+        return max(0.0, self._next_sweep - self._clock())
+
+    def sweep_if_due(self) -> float:
+        """Sweep if it is time; return the seconds until the next sweep."""
+        if self.due_in() == 0.0:
+            self.sweep()
+        return self.due_in()
+
+    def sweep(self) -> Dict[str, str]:
+        """Look at every ledger entry once; returns {job id: SETTLE's reply}."""
+        now = self._clock()
+        self._next_sweep = now + SWEEP_INTERVAL_S
+        try:
+            ledger = self.connection.hgetall(ledger_key(self.prefix))
+        except ResponseError as exc:  # WRONGTYPE: someone wrote the key by hand
+            self.report_junk(exc)
+            return {}
+        self._junk_reported = False
+        entries = {_text(job_id): _text(queue) for job_id, queue in ledger.items()}
+        self._taken_since = {j: t for j, t in self._taken_since.items() if j in entries}
+        if not entries:
+            return {}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id, queue_name in entries.items():
+                seen = self._taken_since.get(job_id)
+                may_requeue = seen is not None and now - seen >= STUCK_AFTER_S
+                self._settle(keys=self._keys(job_id, queue_name), args=[job_id, "1" if may_requeue else "0", MAX_REQUEUES],
+                             client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        outcome = {}
+        for (job_id, queue_name), reply in zip(entries.items(), replies):
+            if isinstance(reply, Exception):
+                log_event(log, logging.WARNING, "orphan_check_failed", job_id=job_id, queue=queue_name,
+                          error=f"{type(reply).__name__}: {reply}")
+                continue
+            outcome[job_id] = state = _text(reply)
+            if state == "taken":
+                self._taken_since.setdefault(job_id, now)
+                continue
+            self._taken_since.pop(job_id, None)
+            if state == "requeued":
+                self.requeued += 1
+                log_event(log, logging.WARNING, "orphan_requeued", site=self.site, job_id=job_id, queue=queue_name,
+                          reason="taken_by_a_worker_that_never_started_it")
+            elif state == "given_up":
+                log_event(log, logging.ERROR, "orphan_given_up", site=self.site, job_id=job_id, queue=queue_name,
+                          requeues=MAX_REQUEUES, fix="see the worker logs: it dies before the job starts")
+        if self._taken_since:
+            self._next_sweep = min(self._next_sweep, min(self._taken_since.values()) + STUCK_AFTER_S)
+        return outcome
+
+    def _keys(self, job_id: str, queue_name: str):
+        queue = Queue(queue_name, connection=self.connection)
+        return [ledger_key(self.prefix), Job.key_for(job_id), run_claim_key(self.prefix, job_id), queue.key,
+                queue.intermediate_queue_key, queue.started_job_registry.key]
+
+    def report_junk(self, exc: Exception) -> None:
+        """Log once (until the ledger reads again) that the ledger key is not a hash."""
+        if not self._junk_reported:
+            log_event(log, logging.ERROR, "ledger_unreadable", key=ledger_key(self.prefix), error=str(exc),
+                      fix=f"DEL {ledger_key(self.prefix)}; Baton rebuilds it as a hash (until then a dead worker's tick is not requeued)")
+            self._junk_reported = True
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
