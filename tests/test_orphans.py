@@ -7,14 +7,13 @@ RQ's own execution bookkeeping — then nothing more, as a SIGKILL would.
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from zoneinfo import ZoneInfo
 
 import pytest
 from rq import Queue, SimpleWorker, Worker
 
+from tests.support.jobs import recorded_runs as executions
 from workers.claims import ledger_key, run_claim_key
 from workers.entries import Entry, rq_queue_name
 from workers.orphans import MAX_REQUEUES, STUCK_AFTER_S, OrphanSweep
@@ -64,10 +63,6 @@ def enqueue_tick(scheduler, entry=GRACE_ENTRY):
 
 def queue(raw, prefix, name="baton"):
     return Queue(rq_queue_name(prefix, name), connection=raw)
-
-
-def executions(raw, prefix):
-    return [json.loads(x) for x in raw.lrange(f"{prefix}:test:executions", 0, -1)]
 
 
 def run_queued_jobs(raw, prefix, name="baton"):

@@ -14,6 +14,7 @@ from rq import Queue
 
 from election import read_lease
 from tests.conftest import wait_until
+from tests.support.jobs import recorded_runs
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
 from tests.support.web import GUNICORN, WebSite
@@ -65,7 +66,7 @@ def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, pre
     assert a.proc.wait(30) == 0
     assert time.monotonic() - sent < 30
     wait_until(lambda: leader(r, prefix) == "b", timeout=5)
-    runs = [json.loads(x) for x in r.lrange(f"{prefix}:test:executions", 0, -1)]
+    runs = recorded_runs(r, prefix)
     runs = [run for run in runs if run["entry"] == "slow"]  # not the schedule's own */5 entry
     assert len(runs) == 1 and runs[0]["site"] == "a"  # the job finished on a
     lines = a.lines

@@ -1,6 +1,5 @@
 """workers/ with real scheduler and worker processes, real signals, real Redis."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from rq import Queue
 
 from election import read_lease
 from tests.conftest import wait_until
+from tests.support.jobs import recorded_runs as executions
 from tests.support.sites import ROOT, Site
 from workers.runner import run_tick
 from workers.runs import last_runs
@@ -38,10 +38,6 @@ def r(shared_redis):
     client = shared_redis.client()
     yield client
     client.close()
-
-
-def executions(r, prefix):
-    return [json.loads(x) for x in r.lrange(f"{prefix}:test:executions", 0, -1)]
 
 
 def leader_site(r, prefix):

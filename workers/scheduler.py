@@ -102,9 +102,11 @@ class TickScheduler:
                               **{name: what for name, what in sorted(changes.items())})
                 soonest = self._fire_due()
                 sweep_in = self.orphans.sweep_if_due() if self._leading() else None
+                wait = None if soonest is None else soonest - time.time()  # after the sweep's round trip
+                if sweep_in is not None:
+                    wait = sweep_in if wait is None else min(wait, sweep_in)
                 self._backoff.reset()
-                waits = [w for w in (sweep_in, None if soonest is None else soonest - time.time()) if w is not None]
-                self._wake.wait(max(0.0, min(waits)) if waits else None)
+                self._wake.wait(None if wait is None else max(0.0, wait))
                 self._wake.clear()
             except RedisError as exc:
                 delay = self._backoff.next()
