@@ -8,7 +8,7 @@ import time
 
 from flask import current_app, g
 
-from election import LeaseCorrupt, read_lease
+from election import Keys, LeaseCorrupt, read_lease
 from workers.runs import last_runs, run_counts
 
 # A state file older than this means the master stopped refreshing it.
@@ -52,6 +52,7 @@ def status() -> dict:
     core = settings().core
     client = redis_client()
     prefix = core.prefix
+    keys = Keys(prefix)
     state = master_state() or {}
     try:
         record = read_lease(client, prefix)
@@ -59,9 +60,9 @@ def status() -> dict:
     except LeaseCorrupt as exc:
         lease, lease_problem = None, {"key": exc.key, "problem": exc.problem, "fix": exc.fix}
     site = core.identity.site
-    slots = client.zrange(f"rq:scheduler:{prefix}:scheduled_jobs", 0, -1, withscores=True)
+    slots = client.zrange(keys.scheduled_jobs, 0, -1, withscores=True)
     history = []
-    for entry_id, fields in client.xrevrange(f"{prefix}:history", "+", "-", count=50):
+    for entry_id, fields in client.xrevrange(keys.history, "+", "-", count=50):
         history.append({"at": int(entry_id.split("-")[0]), **fields})
     return {
         "site": site,

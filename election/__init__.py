@@ -13,7 +13,8 @@ from .config import ElectionConfig
 from .elector import Elector, Term
 from .errors import LeaseCorrupt
 from .identity import Identity
-from .lease import Acquired, Keys, Lease, Woken, read_lease, request_step_down
+from .keys import Keys
+from .lease import Acquired, Lease, Woken, read_lease, request_step_down
 from .record import LeaseRecord
 
 __all__ = [

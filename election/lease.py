@@ -22,6 +22,7 @@ from redis.retry import Retry
 from . import scripts
 from .errors import LeaseCorrupt
 from .identity import Identity
+from .keys import Keys
 from .record import LeaseRecord
 
 # How long a release signal waits in the list for a candidate that was between
@@ -71,37 +72,6 @@ class Woken:
     signalled: bool  # a release ended the wait (False: it timed out)
     outcome: "Acquired | LeaseRecord"  # what the ACQUIRE behind the wait got
     signal_problem: "LeaseCorrupt | None" = None  # junk at the signal key: no release can end a wait
-
-
-@dataclass(frozen=True)
-class Keys:
-    """Every key of one deployment lives under one prefix (BATON_PREFIX)."""
-
-    prefix: str
-
-    @property
-    def lease(self) -> str:
-        return f"{self.prefix}:lease"
-
-    @property
-    def fence(self) -> str:
-        return f"{self.prefix}:fence"
-
-    @property
-    def history(self) -> str:
-        return f"{self.prefix}:history"
-
-    @property
-    def signal(self) -> str:
-        return f"{self.prefix}:lease:released"
-
-    @property
-    def step_down(self) -> str:
-        return f"{self.prefix}:lease:step-down"
-
-    @property
-    def waiters(self) -> str:
-        return f"{self.prefix}:lease:waiters"
 
 
 class _Script:

@@ -14,7 +14,7 @@ import pytest
 from rq import Queue, SimpleWorker, Worker
 
 from tests.support.jobs import recorded_runs as executions
-from workers.claims import ledger_key, run_claim_key
+from election import Keys
 from workers.entries import Entry, rq_queue_name
 from workers.orphans import MAX_REQUEUES, STUCK_AFTER_S, OrphanSweep
 from workers.scheduler import TickScheduler
@@ -79,10 +79,10 @@ def sweep_until_requeued(sweep, clock):
 
 def test_enqueue_and_ledger_go_together_and_a_run_leaves_the_ledger(raw, prefix, scheduler):
     job_id = enqueue_tick(scheduler)
-    assert raw.hgetall(ledger_key(prefix)) == {job_id.encode(): rq_queue_name(prefix, "baton").encode()}
+    assert raw.hgetall(Keys(prefix).ledger) == {job_id.encode(): rq_queue_name(prefix, "baton").encode()}
     run_queued_jobs(raw, prefix)
     assert [e["tick"] for e in executions(raw, prefix)] == [int(job_id.rsplit("-", 1)[1]) / 1000]
-    assert raw.hgetall(ledger_key(prefix)) == {}
+    assert raw.hgetall(Keys(prefix).ledger) == {}
 
 
 def test_a_job_taken_by_a_dead_worker_goes_back_to_the_front_of_its_queue(raw, prefix, scheduler, sweep, clock):
@@ -129,7 +129,7 @@ def test_waiting_started_and_finished_jobs_are_left_alone(raw, prefix, scheduler
     waiting = enqueue_tick(scheduler)  # no worker yet: waits in its queue, however long
     claimed = enqueue_tick(scheduler, OTHER_QUEUE_ENTRY)
     Queue.dequeue_any([queue(raw, prefix, "other")], timeout=1, connection=raw)
-    raw.set(run_claim_key(prefix, claimed), "a:1")  # its function began: at most once wins
+    raw.set(Keys(prefix).run_claim(claimed), "a:1")  # its function began: at most once wins
     assert sweep.sweep() == {waiting: "waiting", claimed: "started"}
     clock.now += 10 * STUCK_AFTER_S
     assert sweep.sweep() == {waiting: "waiting"}
@@ -138,7 +138,7 @@ def test_waiting_started_and_finished_jobs_are_left_alone(raw, prefix, scheduler
     assert sweep.requeued == 0
     raw.delete(f"rq:job:{waiting}")  # someone emptied the queue by hand
     assert sweep.sweep() == {waiting: "gone"}
-    assert raw.hgetall(ledger_key(prefix)) == {}
+    assert raw.hgetall(Keys(prefix).ledger) == {}
 
 
 def test_a_job_that_ended_without_a_claim_leaves_the_ledger(raw, prefix, scheduler, sweep, clock):
@@ -146,7 +146,7 @@ def test_a_job_that_ended_without_a_claim_leaves_the_ledger(raw, prefix, schedul
     Queue.dequeue_any([queue(raw, prefix)], timeout=1, connection=raw)
     raw.hset(f"rq:job:{job_id}", "status", "failed")  # e.g. its worker could not load it
     assert sweep.sweep() == {job_id: "ended"}
-    assert raw.hgetall(ledger_key(prefix)) == {}
+    assert raw.hgetall(Keys(prefix).ledger) == {}
 
 
 def test_a_tick_too_late_to_run_leaves_the_ledger(raw, prefix, scheduler):
@@ -154,7 +154,7 @@ def test_a_tick_too_late_to_run_leaves_the_ledger(raw, prefix, scheduler):
     scheduler._enqueue(Entry("late", "tests.support.jobs:record_tick", every=1, grace=1), tick)
     run_queued_jobs(raw, prefix)
     assert executions(raw, prefix) == []
-    assert raw.hgetall(ledger_key(prefix)) == {}
+    assert raw.hgetall(Keys(prefix).ledger) == {}
 
 
 def test_a_worker_that_wakes_after_the_requeue_finds_the_tick_run(raw, prefix, scheduler, sweep, clock):
@@ -178,19 +178,19 @@ def test_requeues_are_bounded(raw, prefix, scheduler, sweep, clock, caplog):
     Queue.dequeue_any([q], timeout=1, connection=raw)
     clock.now += 60
     assert sweep_until_requeued(sweep, clock) == {job_id: "given_up"}
-    assert raw.hgetall(ledger_key(prefix)) == {}
+    assert raw.hgetall(Keys(prefix).ledger) == {}
     assert raw.lrange(q.key, 0, -1) == []  # left to RQ's own cleanup of its intermediate list
     assert any(getattr(r, "logfmt", {}).get("event") == "orphan_given_up" for r in caplog.records)
 
 
 def test_a_ledger_typed_by_hand_is_reported_once_and_ticks_still_run(raw, prefix, scheduler, caplog):
-    raw.set(ledger_key(prefix), "typed by hand")
+    raw.set(Keys(prefix).ledger, "typed by hand")
     job_id = enqueue_tick(scheduler)  # the enqueue reports it...
     assert scheduler.orphans.sweep() == {}  # ...and the sweeps that follow say nothing new
     assert scheduler.orphans.sweep() == {}
     reports = [r for r in caplog.records if getattr(r, "logfmt", {}).get("event") == "ledger_unreadable"]
-    assert len(reports) == 1 and reports[0].logfmt["key"] == ledger_key(prefix)
-    assert raw.get(ledger_key(prefix)) == b"typed by hand"  # never overwritten
+    assert len(reports) == 1 and reports[0].logfmt["key"] == Keys(prefix).ledger
+    assert raw.get(Keys(prefix).ledger) == b"typed by hand"  # never overwritten
     run_queued_jobs(raw, prefix)
     assert [e["tick"] for e in executions(raw, prefix)] == [int(job_id.rsplit("-", 1)[1]) / 1000]
 

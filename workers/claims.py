@@ -15,22 +15,16 @@ from __future__ import annotations
 
 from redis.exceptions import ResponseError
 
+from election import Keys
+
 # How long a run claim is kept: far longer than any grace window, so a late
 # duplicate of the tick still finds it.
 RUN_CLAIM_TTL_S = 7 * 24 * 3600
 
 
-def ledger_key(prefix: str) -> str:
-    return f"{prefix}:ticks:unstarted"
-
-
-def run_claim_key(prefix: str, job_id: str) -> str:
-    return f"{prefix}:ran:{job_id}"
-
-
 def add_to_ledger(pipe, prefix: str, job_id: str, queue_name: str) -> None:
     """Queue the ledger entry on the enqueue's own pipeline (one MULTI)."""
-    pipe.hset(ledger_key(prefix), job_id, queue_name)
+    pipe.hset(Keys(prefix).ledger, job_id, queue_name)
 
 
 def claim(connection, prefix: str, job_id: str, holder: str) -> bool:
@@ -41,8 +35,9 @@ def claim(connection, prefix: str, job_id: str, holder: str) -> bool:
     sweep reports it.
     """
     with connection.pipeline(transaction=False) as pipe:
-        pipe.set(run_claim_key(prefix, job_id), holder, nx=True, ex=RUN_CLAIM_TTL_S)
-        pipe.hdel(ledger_key(prefix), job_id)
+        keys = Keys(prefix)
+        pipe.set(keys.run_claim(job_id), holder, nx=True, ex=RUN_CLAIM_TTL_S)
+        pipe.hdel(keys.ledger, job_id)
         claimed, _ = pipe.execute(raise_on_error=False)
     if isinstance(claimed, Exception):
         raise claimed
@@ -52,6 +47,6 @@ def claim(connection, prefix: str, job_id: str, holder: str) -> bool:
 def leave_ledger(connection, prefix: str, job_id: str) -> None:
     """A job that ends without a claim (its tick was too late) leaves the ledger."""
     try:
-        connection.hdel(ledger_key(prefix), job_id)
+        connection.hdel(Keys(prefix).ledger, job_id)
     except ResponseError:
         pass  # a ledger typed by hand: the sweep reports it

@@ -18,6 +18,8 @@ leader's result::
 
 from __future__ import annotations
 
+from election import Keys
+
 # FENCED_SET — write the value only if the token is >= the highest token this
 # key has seen, and remember the new high-water mark, in one atomic step.
 # The mark lives in a hash beside the data (one field per fenced key), so the
@@ -38,20 +40,16 @@ return {1, token}
 """
 
 
-def marks_key(prefix: str) -> str:
-    return f"{prefix}:fence-marks"
-
-
 def fenced_set(connection, key: str, value, token: int, prefix: str = "baton", ttl_ms: int = 0) -> bool:
     """SET ``key`` to ``value`` unless a write with a newer token got there
     first. Returns True if written. ``connection`` is a redis.Redis."""
     if token is None or int(token) < 1:
         raise ValueError("fenced_set needs the fencing token the job runs under (>= 1)")
-    written, _highest = connection.eval(FENCED_SET, 2, key, marks_key(prefix), value, int(token), int(ttl_ms))
+    written, _highest = connection.eval(FENCED_SET, 2, key, Keys(prefix).fence_marks, value, int(token), int(ttl_ms))
     return bool(written)
 
 
 def highest_token(connection, key: str, prefix: str = "baton") -> int:
     """The newest token that has written ``key`` (0 if none)."""
-    value = connection.hget(marks_key(prefix), key)
+    value = connection.hget(Keys(prefix).fence_marks, key)
     return int(value) if value is not None else 0

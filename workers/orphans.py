@@ -30,9 +30,8 @@ from redis.exceptions import ResponseError
 from rq import Queue
 from rq.job import Job
 
+from election import Keys
 from election.logfmt import log_event
-
-from .claims import ledger_key, run_claim_key
 
 log = logging.getLogger("baton.orphans")
 
@@ -94,6 +93,7 @@ class OrphanSweep:
     def __init__(self, connection, prefix: str, site: str = "", clock: Callable[[], float] = time.monotonic):
         self.connection = connection  # RQ's: without decode_responses
         self.prefix = prefix
+        self.keys = Keys(prefix)
         self.site = site
         self._clock = clock
         self._settle = connection.register_script(SETTLE)
@@ -122,7 +122,7 @@ class OrphanSweep:
         now = self._clock()
         self._next_sweep = now + SWEEP_INTERVAL_S
         try:
-            ledger = self.connection.hgetall(ledger_key(self.prefix))
+            ledger = self.connection.hgetall(self.keys.ledger)
         except ResponseError as exc:  # WRONGTYPE: someone wrote the key by hand
             self.report_junk(exc)
             return {}
@@ -162,14 +162,14 @@ class OrphanSweep:
 
     def _keys(self, job_id: str, queue_name: str):
         queue = Queue(queue_name, connection=self.connection)
-        return [ledger_key(self.prefix), Job.key_for(job_id), run_claim_key(self.prefix, job_id), queue.key,
+        return [self.keys.ledger, Job.key_for(job_id), self.keys.run_claim(job_id), queue.key,
                 queue.intermediate_queue_key, queue.started_job_registry.key]
 
     def report_junk(self, exc: Exception) -> None:
         """Log once (until the ledger reads again) that the ledger key is not a hash."""
         if not self._junk_reported:
-            log_event(log, logging.ERROR, "ledger_unreadable", key=ledger_key(self.prefix), error=str(exc),
-                      fix=f"DEL {ledger_key(self.prefix)}; Baton rebuilds it as a hash (until then a dead worker's tick is not requeued)")
+            log_event(log, logging.ERROR, "ledger_unreadable", key=self.keys.ledger, error=str(exc),
+                      fix=f"DEL {self.keys.ledger}; Baton rebuilds it as a hash (until then a dead worker's tick is not requeued)")
             self._junk_reported = True
 
 

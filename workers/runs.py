@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import json
 
-
-def runs_key(prefix: str) -> str:
-    return f"{prefix}:runs"
-
-
-def counts_key(prefix: str) -> str:
-    return f"{prefix}:run-counts"
+from election import Keys
 
 
 def record_run(connection, prefix: str, entry: str, **fields) -> None:
     """Keep the entry's last run and count its outcome (``{prefix}:run-counts``,
     field ``<entry>:<outcome>``, for /metrics)."""
     with connection.pipeline(transaction=False) as pipe:
-        pipe.hset(runs_key(prefix), entry, json.dumps({"entry": entry, **fields}, sort_keys=True))
-        pipe.hincrby(counts_key(prefix), f"{entry}:{fields.get('outcome', 'unknown')}", 1)
+        pipe.hset(Keys(prefix).runs, entry, json.dumps({"entry": entry, **fields}, sort_keys=True))
+        pipe.hincrby(Keys(prefix).run_counts, f"{entry}:{fields.get('outcome', 'unknown')}", 1)
         pipe.execute()
 
 
 def run_counts(connection, prefix: str) -> dict:
     """{(entry, outcome): count}."""
     out = {}
-    for field, value in connection.hgetall(counts_key(prefix)).items():
+    for field, value in connection.hgetall(Keys(prefix).run_counts).items():
         field = field.decode() if isinstance(field, bytes) else field
         entry, _, outcome = field.rpartition(":")
         try:
@@ -39,7 +33,7 @@ def run_counts(connection, prefix: str) -> dict:
 def last_runs(connection, prefix: str) -> dict:
     """{entry: {...}}; values that are not Baton's JSON are returned as {'junk': raw}."""
     out = {}
-    for name, raw in connection.hgetall(runs_key(prefix)).items():
+    for name, raw in connection.hgetall(Keys(prefix).runs).items():
         name = name.decode() if isinstance(name, bytes) else name
         try:
             out[name] = json.loads(raw)

@@ -21,6 +21,8 @@ from typing import Dict, List, Tuple
 from rq.job import Job
 from rq_scheduler import Scheduler
 
+from election import Keys
+
 from .entries import Entry, rq_queue_name
 from .ticks import next_tick
 
@@ -52,7 +54,7 @@ class ScheduleStore:
         self.prefix = prefix
         self.zone = zone
         self.scheduler = Scheduler(connection=connection, queue_name=rq_queue_name(prefix, "baton"))
-        self.scheduler.scheduled_jobs_key = f"rq:scheduler:{prefix}:scheduled_jobs"
+        self.scheduler.scheduled_jobs_key = Keys(prefix).scheduled_jobs
         self._advance = connection.register_script(ADVANCE)
 
     @property

@@ -1,0 +1,89 @@
+"""Every Redis key of one deployment, named here and only here.
+
+Election, workers and the web app all build key names through :class:`Keys`,
+so that one prefix (``BATON_PREFIX``) namespaces a whole deployment and a
+``redis-cli`` user can find every key in one list. RQ's own keys (jobs,
+queues, registries) are named by RQ; the queue names Baton gives it carry the
+same prefix (``workers.entries.rq_queue_name``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    # -- the election (election/) -------------------------------------------
+
+    @property
+    def lease(self) -> str:
+        """The lease: a hash (holder, site, token, times) with a TTL."""
+        return f"{self.prefix}:lease"
+
+    @property
+    def fence(self) -> str:
+        """The last fencing token handed out (INCR)."""
+        return f"{self.prefix}:fence"
+
+    @property
+    def history(self) -> str:
+        """Who led when: a stream of acquired / released / stepped_down / takeover."""
+        return f"{self.prefix}:history"
+
+    @property
+    def signal(self) -> str:
+        """The list a release pushes to, and waiting followers BLPOP."""
+        return f"{self.prefix}:lease:released"
+
+    @property
+    def step_down(self) -> str:
+        """An operator's request that the named holder step down."""
+        return f"{self.prefix}:lease:step-down"
+
+    @property
+    def waiters(self) -> str:
+        """Followers waiting for a release (zset: holder -> end of its wait, ms)."""
+        return f"{self.prefix}:lease:waiters"
+
+    # -- the schedule and its runs (workers/) -------------------------------
+
+    @property
+    def scheduled_jobs(self) -> str:
+        """rq-scheduler's sorted set of entry templates, one per deployment."""
+        return f"rq:scheduler:{self.prefix}:scheduled_jobs"
+
+    @property
+    def ledger(self) -> str:
+        """Tick jobs enqueued and not yet started (hash: job id -> queue)."""
+        return f"{self.prefix}:ticks:unstarted"
+
+    def run_claim(self, tick_id: str) -> str:
+        """Taken (SET NX) by the one run of a tick."""
+        return f"{self.prefix}:ran:{tick_id}"
+
+    @property
+    def runs(self) -> str:
+        """The last run of every entry (hash: entry -> JSON)."""
+        return f"{self.prefix}:runs"
+
+    @property
+    def run_counts(self) -> str:
+        """Runs by entry and outcome (hash: '<entry>:<outcome>' -> count)."""
+        return f"{self.prefix}:run-counts"
+
+    @property
+    def fence_marks(self) -> str:
+        """The highest token that wrote each fenced key (hash)."""
+        return f"{self.prefix}:fence-marks"
+
+    @property
+    def workers(self) -> str:
+        """The RQ workers taking part (zset: worker name -> last seen, s)."""
+        return f"{self.prefix}:workers"
+
+    def worker(self, name: str) -> str:
+        """One worker's state (JSON, with a TTL)."""
+        return f"{self.prefix}:worker:{name}"
