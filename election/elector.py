@@ -35,6 +35,7 @@ from .config import ElectionConfig
 from .errors import LeaseCorrupt
 from .lease import STEP_DOWN, Acquired, Lease
 from .logfmt import log_event
+from .outage import OutageLog
 from .record import LeaseRecord
 
 log = logging.getLogger("baton.election")
@@ -92,6 +93,7 @@ class Elector:
         self._runner = CallbackRunner(name=f"baton-callbacks-{self._site}")
         self._thread = threading.Thread(target=self._run, name=f"baton-elector-{self._site}", daemon=True)
         self._backoff = Backoff(config.retry_backoff_min, config.retry_backoff_max)
+        self._outage = OutageLog(log, self._site, "elector")
 
         self._lock = threading.Lock()
         self._term: Optional[Term] = None
@@ -223,8 +225,7 @@ class Elector:
 
     def _succeeded(self) -> None:
         self._redis_ok = True
-        if self._backoff.failures:
-            log_event(log, logging.INFO, "redis_recovered", site=self._site, failures=self._backoff.failures)
+        self._outage.succeeded()
         self._backoff.reset()
 
     # follower ------------------------------------------------------------
@@ -356,11 +357,14 @@ class Elector:
             return
         self._succeeded()
         self.counters["renewals"] += 1
-        previous_sent = term.valid_until - self._config.renew_deadline
-        if sent - previous_sent > self._config.renew_interval * LATE_RENEWAL_FACTOR:
+        # Late against the last renewal, or against the term's start: a
+        # follower woken by a release counts its term from the start of its
+        # wait (seconds back), but its first renewal is not late for that.
+        previous = max(term.valid_until - self._config.renew_deadline, term.started_at)
+        if sent - previous > self._config.renew_interval * LATE_RENEWAL_FACTOR:
             log_event(
                 log, logging.WARNING, "renewed_late", site=self._site, token=term.token,
-                since_last_ms=round((sent - previous_sent) * 1000),
+                since_last_ms=round((sent - previous) * 1000),
             )
         with self._lock:
             self._term = Term(term.token, term.started_at, sent + self._config.renew_deadline)
@@ -434,19 +438,11 @@ class Elector:
         if self._stopping.is_set() and self._term is None:
             return  # stop() cut a follower's BLPOP on purpose
         delay = self._backoff.next()
-        failures = self._backoff.failures
         self._redis_ok = False
         self.counters["redis_errors"] += 1
         if self._term is not None:
             self.counters["renew_failures"] += 1
-        # The first failure and then every power of two: enough to see an
-        # outage and its length without a line per retry.
-        if failures & (failures - 1) == 0:
-            log_event(
-                log, logging.WARNING, "redis_error", site=self._site,
-                role="leader" if self._term is not None else "follower",
-                failures=failures, retry_in_ms=round(delay * 1000), error=f"{type(exc).__name__}: {exc}",
-            )
+        self._outage.failed(exc, leading=self._term is not None)
         term = self._term
         if term is None:
             self._sleep(delay)

@@ -55,9 +55,10 @@ def log_event(logger: logging.Logger, level: int, event: str, **fields) -> None:
         logger.log(level, event, extra={"logfmt": {"event": event, **fields}})
 
 
-def configure_stdout_logging(level: int = logging.INFO) -> None:
-    """Send the ``baton`` loggers to stdout as logfmt (idempotent)."""
-    root = logging.getLogger("baton")
+def configure_stdout_logging(level: int = logging.INFO, name: str = "baton") -> None:
+    """Send the ``name`` loggers (Baton's; ``rq`` for RQ's own lines) to
+    stdout as logfmt, a traceback as one ``error=`` field (idempotent)."""
+    root = logging.getLogger(name)
     root.setLevel(level)
     if not any(getattr(h, "_baton_logfmt", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stdout)
