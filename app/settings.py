@@ -10,6 +10,19 @@ from dataclasses import dataclass
 from workers.settings import ConfigError, Settings, _seconds
 
 
+def _whole(env, name, default: int, low: int, high: int, what: str) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ConfigError(f"{name} must be {what}, a whole number from {low} to {high}; got {raw!r}")
+    return value
+
+
 def _flag(env, name, default: bool) -> bool:
     raw = env.get(name)
     if raw in (None, ""):
@@ -28,7 +41,8 @@ class WebSettings:
     auth_username: str | None
     auth_password: str | None
     embedded_worker: bool
-    shutdown_grace: float  # how long a running job may take to finish on SIGTERM
+    port: int  # set by Heroku
+    web_concurrency: int  # HTTP worker processes; set by Heroku's Python buildpack
     keep_awake_url: str | None
     keep_awake_interval: float
 
@@ -43,15 +57,13 @@ class WebSettings:
         url = env.get("KEEP_AWAKE_URL") or None
         if url is not None and not url.startswith(("http://", "https://")):
             raise ConfigError(f"KEEP_AWAKE_URL must be the site's public http(s):// URL; got {url!r}")
-        grace = _seconds(env, "BATON_SHUTDOWN_GRACE", 20.0)
-        if grace >= 28:
-            raise ConfigError("BATON_SHUTDOWN_GRACE must be under 28 seconds: Heroku sends SIGKILL 30 s after SIGTERM")
         return cls(
             core=core,
             auth_username=username,
             auth_password=password,
             embedded_worker=_flag(env, "BATON_EMBEDDED_WORKER", True),
-            shutdown_grace=grace,
+            port=_whole(env, "PORT", 5000, 1, 65535, "the TCP port to listen on"),
+            web_concurrency=_whole(env, "WEB_CONCURRENCY", 2, 1, 64, "the number of HTTP worker processes"),
             keep_awake_url=url,
             keep_awake_interval=_seconds(env, "KEEP_AWAKE_INTERVAL", 20 * 60.0),
         )

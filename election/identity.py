@@ -44,13 +44,22 @@ class Identity:
 
     @classmethod
     def from_env(cls, environ=None) -> "Identity":
-        """Site from BATON_SITE, else HEROKU_APP_NAME, else the host name;
-        dyno from DYNO, else the pid. Raises ValueError naming the variable."""
+        """Site from BATON_SITE, else HEROKU_APP_NAME, else (off Heroku) the
+        host name; dyno from DYNO, else the pid. Raises ValueError naming the
+        variable."""
         env = os.environ if environ is None else environ
         if env.get("BATON_SITE"):
             site = _check("site", env["BATON_SITE"], "BATON_SITE")
         elif env.get("HEROKU_APP_NAME"):
             site = _check("site", env["HEROKU_APP_NAME"], "HEROKU_APP_NAME")
+        elif env.get("DYNO"):
+            # On Heroku every dyno has a host name of its own: the web and
+            # worker dynos of one app would be different sites, and a worker
+            # whose site never leads waits forever.
+            raise ValueError(
+                "BATON_SITE must be set on Heroku, the same for every process type of one app "
+                "(heroku config:set BATON_SITE=<name> -a <app>), or enable runtime-dyno-metadata for HEROKU_APP_NAME"
+            )
         else:
             # Host names may carry a domain; the first label is the useful part.
             site = _check("site", socket.gethostname().split(".")[0] or "localhost", "the host name")

@@ -4,14 +4,16 @@ that are always stopped at the end of a test."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 import uuid
 
 import pytest
+import redis as redis_py
 
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.waiting import wait_until  # noqa: F401  (tests import it from here)
 
 # Fast timings keep failover tests short; every relation the defaults have
@@ -32,6 +34,32 @@ def redis_server():
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """A redis-server speaking only TLS, with a self-signed certificate (as Heroku's)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "key.pem",
+                    "-out", tmp_path / "cert.pem", "-days", "2", "-subj", "/CN=baton-test"],
+                   check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", tmp_path / "cert.pem", "--tls-key-file", tmp_path / "key.pem",
+                             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", tmp_path],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = redis_py.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none", decode_responses=True)
+    wait_until(lambda: _pings(client), timeout=10, what="the TLS redis-server")
+    yield f"rediss://127.0.0.1:{port}/0", client
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def _pings(client):
+    try:
+        return client.ping()
+    except Exception:
+        return False
 
 
 @pytest.fixture

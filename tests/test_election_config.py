@@ -56,3 +56,9 @@ def test_bad_names_are_rejected_naming_the_variable(var):
     env[var] = "has space"
     with pytest.raises(ValueError, match=var):
         Identity.from_env(env)
+
+
+def test_on_heroku_the_site_must_be_named_not_taken_from_the_dynos_host_name():
+    with pytest.raises(ValueError, match="BATON_SITE must be set on Heroku"):
+        Identity.from_env({"DYNO": "worker.1"})
+    assert Identity.from_env({"DYNO": "worker.1", "HEROKU_APP_NAME": "sched-a"}).site == "sched-a"

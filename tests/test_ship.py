@@ -16,7 +16,7 @@ import yaml
 
 from election import read_lease
 from tests.conftest import wait_until
-from tests.support.redis_server import free_port
+from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
 
 
@@ -34,7 +34,7 @@ def test_procfile_declares_web_worker_and_release():
     assert set(p) == {"web", "worker", "release"}
     assert p["web"].startswith("gunicorn -c app/gunicorn_conf.py")
     assert p["worker"] == "python -m workers worker"
-    assert p["release"] == "python -m app check"
+    assert p["release"] == "python -m app check --redis"
 
 
 def test_one_dependency_manifest_and_a_python_version():
@@ -47,14 +47,65 @@ def test_one_dependency_manifest_and_a_python_version():
         assert re.fullmatch(r"3\.1[1-4]", f.read().strip())
 
 
-def test_release_phase_refuses_a_bad_configuration(shared_redis):
-    run = lambda env: subprocess.run(shlex.split(procfile()["release"]), cwd=ROOT, capture_output=True, text=True,
-                                     env={**os.environ, "REDIS_URL": shared_redis.url, "PATH": VENV_PATH, **env},
-                                     timeout=30)
-    ok = run({"BATON_SITE": "a"})
-    assert ok.returncode == 0 and "config_ok" in ok.stdout
-    bad = run({"BATON_SITE": "a", "BATON_SCHEDULE": "tests.support.bad.bad_cron"})
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "nightly" in bad.stderr
+def release(env):
+    """The Procfile's release command, as Heroku's release phase runs it."""
+    return subprocess.run(shlex.split(procfile()["release"]), cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PATH": VENV_PATH, **env}, timeout=60)
+
+
+def test_release_phase_passes_a_good_configuration_and_reports_the_redis(shared_redis):
+    ok = release({"REDIS_URL": shared_redis.url, "BATON_SITE": "a"})
+    assert ok.returncode == 0, ok.stderr
+    assert "event=config_ok" in ok.stdout
+    assert re.search(r"event=redis_ok server=redis version=\d+\.\d+\.\d+ .*maxmemory_policy=noeviction", ok.stdout)
+
+
+@pytest.fixture(scope="module")
+def password_redis():
+    with RedisServer(password="right-pass") as server:
+        yield server
+
+
+@pytest.mark.parametrize("case", [
+    "closed_port", "bad_port", "no_password", "wrong_password", "plain_to_tls", "tls_to_plain", "self_signed",
+    "syntax_error", "raises_at_import", "missing_dependency", "web_concurrency", "port", "heroku_without_site",
+])
+def test_release_phase_refuses_what_would_crash_or_stall_a_dyno_with_one_line(case, shared_redis, password_redis,
+                                                                               tls_redis):
+    tls_url = tls_redis[0]
+    plain = password_redis.url.replace("redis://", "redis://:right-pass@")
+    env, needle = {
+        "closed_port": ({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "nothing is listening"),
+        "bad_port": ({"REDIS_URL": "redis://:hunter2@127.0.0.1:63799999/0"}, "port from 1 to 65535"),
+        "no_password": ({"REDIS_URL": password_redis.url}, "requires a password"),
+        "wrong_password": ({"REDIS_URL": plain.replace("right-pass", "hunter2")}, "refused the password"),
+        "plain_to_tls": ({"REDIS_URL": tls_url.replace("rediss://", "redis://")}, "use the rediss:// URL"),
+        "tls_to_plain": ({"REDIS_URL": plain.replace("redis://", "rediss://"),
+                          "BATON_REDIS_TLS_VERIFY": "none"}, "use redis:// instead of rediss://"),
+        "self_signed": ({"REDIS_URL": tls_url}, "BATON_REDIS_TLS_VERIFY=none"),
+        "syntax_error": ({"BATON_SCHEDULE": "tests.support.bad.syntax_error"},
+                         "tests/support/bad/syntax_error.py, line 4"),
+        "raises_at_import": ({"BATON_SCHEDULE": "tests.support.bad.raises_at_import"},
+                             "KeyError: 'intervall' at tests/support/bad/raises_at_import.py, line 4"),
+        "missing_dependency": ({"BATON_SCHEDULE": "tests.support.bad.missing_dependency"},
+                               "missing_dependency.py, line 1: No module named 'baton_no_such_package'"),
+        "web_concurrency": ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY"),
+        "port": ({"PORT": "abc"}, "PORT"),
+        "heroku_without_site": ({"BATON_SITE": "", "DYNO": "release.1"}, "BATON_SITE must be set on Heroku"),
+    }[case]
+    done = release({"REDIS_URL": shared_redis.url, "BATON_SITE": "a", **env})
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout and "hunter2" not in done.stderr
+
+
+def test_release_phase_warns_of_an_evicting_redis(tmp_path):
+    with RedisServer(extra_args=["--maxmemory", "25mb", "--maxmemory-policy", "volatile-lru"]) as server:
+        done = release({"REDIS_URL": server.url, "BATON_SITE": "a"})
+    assert done.returncode == 0
+    assert "maxmemory=26214400 maxmemory_policy=volatile-lru" in done.stdout
+    assert "event=redis_warning" in done.stdout and "use noeviction" in done.stdout
 
 
 def test_procfile_web_and_worker_commands_run_a_working_site(shared_redis, prefix):
@@ -120,7 +171,7 @@ def test_compose_file_passes_a_real_compose_config_check_and_runs_the_procfile()
     web = procfile()["web"]
     for name, site, port in (("app_a", "a", 5001), ("app_b", "b", 5002)):
         s = services[name]
-        assert s["command"] == ["sh", "-c", web]  # exactly the Procfile's web command
+        assert s["command"] == shlex.split(web)  # the Procfile's web command, exec form: no shell as PID 1
         assert s["environment"]["BATON_SITE"] == site and s["environment"]["PORT"] == str(port)
         assert s["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert s["depends_on"] == {"redis": {"condition": "service_healthy"}}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 from .entries import ScheduleError, check_schedule
+from .imports import import_module
 
 
 def load_schedule(module_name: str) -> list:
     try:
-        module = importlib.import_module(module_name)
+        module = import_module(module_name, "BATON_SCHEDULE")
     except ImportError as exc:
-        raise ScheduleError(f"BATON_SCHEDULE: cannot import {module_name!r} ({exc})") from None
+        raise ScheduleError(str(exc)) from None
     entries = getattr(module, "SCHEDULE", None)
     if not isinstance(entries, (list, tuple)):
         raise ScheduleError(f"BATON_SCHEDULE: module {module_name!r} must define SCHEDULE = [Entry(...), ...]")

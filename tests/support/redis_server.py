@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None, executable: str | None = None, extra_args=()):
+    def __init__(self, port: int | None = None, executable: str | None = None, extra_args=(), password=None):
         self.executable = executable or shutil.which("redis-server")
         if not self.executable:
             raise RuntimeError("redis-server not found on PATH (apt-get install redis-server)")
         self.port = port or free_port()
-        self.extra_args = list(extra_args)
+        self.extra_args = list(extra_args) + (["--requirepass", password] if password else [])
+        self.password = password
         self.dir = tempfile.mkdtemp(prefix="baton-redis-")
         self.process: subprocess.Popen | None = None
 
@@ -60,6 +61,7 @@ class RedisServer:
 
     def client(self, **kwargs) -> redis.Redis:
         kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("password", self.password)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def kill(self) -> None:
