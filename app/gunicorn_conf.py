@@ -6,7 +6,6 @@ master, once per dyno, whatever WEB_CONCURRENCY is) and connect lazily, so a
 Redis that is down at boot never delays the bind (Heroku's R10).
 """
 
-import os
 import signal
 import sys
 
@@ -14,18 +13,9 @@ from app.settings import WebSettings
 from election.logfmt import configure_stdout_logging
 from workers.entries import ScheduleError
 from workers.loader import load_schedule
+from workers.parent_death import die_with_parent
 from workers.settings import ConfigError
-
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# HTTP requests in flight get this long on shutdown; the lease handoff does
-# not wait for them (it runs beside gunicorn's own stop).
-graceful_timeout = 5
-timeout = 30
-# gunicorn >= 25 opens a control socket per user; several local sites would
-# fight over it, and Baton does not use it.
-control_socket_disable = True
-accesslog = None
+from workers.shutdown import HTTP_STOP_S
 
 # Validate before gunicorn binds anything: a mistake is one line and exit 2.
 try:
@@ -34,6 +24,17 @@ try:
 except (ConfigError, ScheduleError) as exc:
     print(f"baton: {exc}", file=sys.stderr)
     sys.exit(2)
+
+bind = f"0.0.0.0:{SETTINGS.port}"
+workers = SETTINGS.web_concurrency
+# HTTP requests in flight when the master stops get this long (the stop's
+# HTTP_STOP_S step); the lease handoff does not wait for them.
+graceful_timeout = int(HTTP_STOP_S)
+timeout = 30
+# gunicorn >= 25 opens a control socket per user; several local sites would
+# fight over it, and Baton does not use it.
+control_socket_disable = True
+accesslog = None
 
 
 # How long the runtime waits for gunicorn's first HTTP workers to be forked.
@@ -79,8 +80,27 @@ def when_ready(server):
         signal.signal(sig, handler)
 
 
+def post_worker_init(worker):
+    """An HTTP worker exits with its master, however the master dies (a
+    ``kill -9`` included): by itself gunicorn notices its new parent only
+    within ``timeout / 2`` (15 s). It is forked by the master's main thread,
+    which lives as long as the master (workers/parent_death.py)."""
+    if not die_with_parent(signal.SIGTERM, worker.ppid):
+        worker.alive = False
+
+
+def child_exit(server, worker):
+    """An HTTP worker exited. During Baton's shutdown it is not replaced:
+    Heroku signals every process of the dyno, so HTTP workers exit at the
+    first SIGTERM while the master still waits for a job; forking new ones
+    then (with Baton's threads running) would serve nobody — the router sends
+    nothing to a stopping dyno — and risk a child that deadlocks."""
+    runtime = getattr(server, "baton_runtime", None)
+    if runtime is not None and runtime.stopping:
+        server.num_workers = max(0, server.num_workers - 1)
+
+
 def on_exit(server):
     runtime = getattr(server, "baton_runtime", None)
     if runtime is not None:
-        # The grace for a running job, plus the release and worker exit.
-        runtime.wait_for_shutdown(SETTINGS.shutdown_grace + 7)
+        runtime.wait_for_shutdown()

@@ -1,9 +1,10 @@
 """What runs in the gunicorn master, once per dyno: the elector, the
 leader-gated scheduler loop, the supervised embedded RQ worker, keep-awake,
-and the shutdown sequence. HTTP workers read what it knows from a state file
-it rewrites (role, Redis health, counters), so /healthz and /metrics need no
-Redis connection; a step-down is asked through Redis (election's
-request_step_down), which the elector honours at its next renewal.
+and the shutdown sequence (its timeline: workers/shutdown.py). HTTP workers
+read what it knows from a state file it rewrites (role, Redis health,
+counters), so /healthz and /metrics need no Redis connection; a step-down is
+asked through Redis (election's request_step_down), which the elector
+honours at its next renewal.
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from election import Callbacks, Elector, Lease
 from election.logfmt import log_event
 from workers.loader import load_schedule
 from workers.scheduler import TickScheduler
+from workers.shutdown import HTTP_STOP_S, RELEASE_S, StopPlan
 
+from .embedded_worker import EmbeddedWorker
+from .keep_awake import KeepAwake
 from .settings import WebSettings
 
 log = logging.getLogger("baton.web")
@@ -32,111 +32,14 @@ log = logging.getLogger("baton.web")
 # tells an HTTP worker whether the master is alive.
 STATE_REFRESH_S = 1.0
 
-# The embedded worker is restarted after a death, backing off from 1 s to 30 s
-# so a worker that cannot start does not spin.
-WORKER_RESTART_MIN_S, WORKER_RESTART_MAX_S = 1.0, 30.0
+# How long a stop waits for the scheduler loop to finish enqueuing a tick.
+# Its Redis calls are never cut short, so with Redis frozen this is the time
+# the release is delayed by, when no job runs.
+SCHEDULER_STOP_S = 0.5
 
-
-def _children(pid: int) -> list:
-    """Child pids of ``pid`` (Linux /proc); used to see whether the RQ worker
-    has a work horse, i.e. is running a job."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-class EmbeddedWorker:
-    """``python -m workers worker`` as a child of the master, restarted if it dies.
-
-    The gunicorn master reaps every child with waitpid(-1), so the exit status
-    may be taken before Popen sees it; Popen then reports 0 (ECHILD). Either
-    way poll() stops returning None, which is all the supervisor needs.
-    """
-
-    def __init__(self, site: str):
-        self.site = site
-        self.proc: subprocess.Popen | None = None
-        self.restarts = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._supervise, name="baton-worker-supervisor", daemon=True)
-
-    def start(self) -> None:
-        self._spawn()
-        self._thread.start()
-
-    def _spawn(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "workers", "worker"], start_new_session=False)
-        log_event(log, logging.INFO, "worker_spawned", site=self.site, pid=self.proc.pid)
-
-    def _supervise(self) -> None:
-        delay = WORKER_RESTART_MIN_S
-        while not self._stopping.wait(0.5):
-            if self.proc.poll() is None:
-                continue
-            if self._stopping.is_set():
-                return
-            log_event(log, logging.WARNING, "worker_died", site=self.site, pid=self.proc.pid,
-                      returncode=self.proc.returncode, restart_in_s=delay)
-            if self._stopping.wait(delay):
-                return
-            delay = min(delay * 2, WORKER_RESTART_MAX_S)
-            self.restarts += 1
-            self._spawn()
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def busy(self) -> bool:
-        return self.alive and bool(_children(self.proc.pid))
-
-    def request_stop(self) -> None:
-        """Warm shutdown: RQ finishes the running job, then exits. Idempotent."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.alive and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return not self.alive
-
-    def force_stop(self) -> None:
-        """Cold shutdown (SIGINT after the warm SIGTERM makes RQ kill the work
-        horse; repeated SIGTERMs are ignored by design), then SIGKILL."""
-        if self.alive:
-            self.proc.send_signal(signal.SIGINT)
-            if not self.wait(2.0):
-                self.proc.kill()
-                self.wait(2.0)
-
-
-class KeepAwake(threading.Thread):
-    """Requests the site's own public URL every interval so an Eco dyno sees
-    router traffic and does not sleep. Failures are logged, never fatal."""
-
-    def __init__(self, url: str, interval: float, site: str, stopping: threading.Event):
-        super().__init__(name="baton-keep-awake", daemon=True)
-        self.url, self.interval, self.site, self.stopping = url, interval, site, stopping
-        self.hits = 0
-
-    def run(self) -> None:
-        while not self.stopping.wait(self.interval):
-            started = time.monotonic()
-            try:
-                with urllib.request.urlopen(self.url, timeout=10) as response:
-                    status = response.status
-                self.hits += 1
-                log_event(log, logging.INFO, "keep_awake", site=self.site, status=status,
-                          ms=round((time.monotonic() - started) * 1000))
-            except Exception as exc:
-                log_event(log, logging.WARNING, "keep_awake_failed", site=self.site,
-                          error=f"{type(exc).__name__}: {exc}")
+# The master SIGKILLs its worker this long after the worker's own deadline:
+# the worker ends itself first (workers/worker.py) whenever it can.
+WORKER_KILL_SLACK_S = 0.5
 
 
 class SiteRuntime:
@@ -153,6 +56,7 @@ class SiteRuntime:
             on_elected=self._on_elected, on_demoted=self._on_demoted, on_leader_changed=self._on_change))
         self.worker = EmbeddedWorker(self.site) if settings.embedded_worker else None
         self._stopping = threading.Event()
+        self._stop_plan: StopPlan | None = None
         self._shutdown_thread: threading.Thread | None = None
         # Re-entrant: request_shutdown also runs inside a signal handler.
         self._shutdown_lock = threading.RLock()
@@ -183,60 +87,76 @@ class SiteRuntime:
         self.write_state()
 
     def start(self) -> None:
-        """Start the threads (the port is already bound)."""
-        self.scheduler.start()
-        self.elector.start()
-        if self.worker:
-            self.worker.start()
-        if self.keep_awake:
-            self.keep_awake.start()
-        threading.Thread(target=self._state_loop, name="baton-state", daemon=True).start()
+        """Start the threads (the port is already bound). Nothing starts once
+        a shutdown has begun: a SIGTERM during boot leaves no worker behind."""
+        with self._shutdown_lock:
+            if self._stopping.is_set():
+                return
+            self.scheduler.start()
+            self.elector.start()
+            if self.worker:
+                self.worker.start()
+            if self.keep_awake:
+                self.keep_awake.start()
+            threading.Thread(target=self._state_loop, name="baton-state", daemon=True).start()
         log_event(log, logging.INFO, "boot", site=self.site, holder=self.lease.identity.holder,
                   entries=len(self.entries), embedded_worker=bool(self.worker),
                   keep_awake=bool(self.keep_awake))
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def request_shutdown(self, handed_over=None) -> None:
         """Start the shutdown sequence; ``handed_over()`` runs once the lease is
-        released (gunicorn's own stop is chained there, so its HTTP workers keep
-        serving while a job finishes and do not compete with the handoff).
-        Idempotent: repeated SIGTERMs change nothing."""
+        released (gunicorn's own stop is chained there, so it does not compete
+        with the handoff). Idempotent: repeated SIGTERMs change nothing; the
+        deadlines count from the first."""
         with self._shutdown_lock:
             if self._shutdown_thread is None:
+                self._stopping.set()
+                self._stop_plan = StopPlan(self.settings.core.shutdown_grace)
                 self._shutdown_thread = threading.Thread(
-                    target=self._shutdown, args=(handed_over,), name="baton-shutdown", daemon=True)
+                    target=self._shutdown, args=(self._stop_plan, handed_over), name="baton-shutdown", daemon=True)
                 self._shutdown_thread.start()
 
-    def wait_for_shutdown(self, timeout: float) -> None:
+    def wait_for_shutdown(self) -> None:
+        """Until the shutdown is done, or the platform's deadline is near."""
         self.request_shutdown()
-        self._shutdown_thread.join(timeout)
+        self._shutdown_thread.join(self._stop_plan.left(self._stop_plan.exit_by))
 
-    def _shutdown(self, handed_over) -> None:
-        started = time.monotonic()
+    def _shutdown(self, plan: StopPlan, handed_over) -> None:
+        worker = self.worker
         busy = False
+        worker_deadline = plan.worker_gone_by + WORKER_KILL_SLACK_S
         try:
             log_event(log, logging.INFO, "shutdown", site=self.site, leader=self.elector.is_leader)
-            self._stopping.set()
-            self.scheduler.stop()  # 1. stop enqueuing
-            busy = bool(self.worker and self.worker.busy())
+            if worker:
+                worker.request_stop()  # 1. no new job; a running one may finish within the grace
+            self.scheduler.stop(SCHEDULER_STOP_S)  # 2. stop enqueuing
+            busy = bool(worker and worker.busy())
+            # The worker ends itself by then (its own stop: workers/worker.py);
+            # past it, the master kills it.
+            worker_deadline = (plan if busy else StopPlan(0.0, plan.started)).worker_gone_by + WORKER_KILL_SLACK_S
             if busy:
-                self.worker.request_stop()  # 2. no new job; the running one may finish...
-                if not self.worker.wait(self.settings.shutdown_grace):  # ...within the grace
-                    log_event(log, logging.WARNING, "job_stopped_at_grace", site=self.site,
-                              grace_s=self.settings.shutdown_grace)
-                    self.worker.force_stop()
+                # The worker interrupts, then kills, a job that outlives the
+                # grace (workers/worker.py); its work horse is gone once the
+                # job's run is recorded. Past the deadline, this is the backstop.
+                if not worker.wait_idle(plan.left(worker_deadline)):
+                    log_event(log, logging.ERROR, "worker_killed", site=self.site,
+                              reason="still running past the stop's deadline")
+                    worker.kill()
             # 3. release: followers wake at once. With no job running this comes
-            # first; a job the idle worker might still pick up is put back by
-            # its lease check, since this site no longer holds the lease.
-            self.elector.stop()
+            # first; no job starts on this site any more (the worker was told).
+            self.elector.stop(timeout=min(RELEASE_S, max(0.1, plan.left(plan.exit_by) - HTTP_STOP_S)))
             log_event(log, logging.INFO, "handed_over", site=self.site, job_was_running=busy,
-                      ms=round((time.monotonic() - started) * 1000))
+                      ms=round((time.monotonic() - plan.started) * 1000))
         finally:
             if handed_over is not None:
                 handed_over()
-        if self.worker:
-            self.worker.request_stop()
-            if not self.worker.wait(5.0):
-                self.worker.force_stop()
+        if worker and not worker.wait(plan.left(worker_deadline)):
+            log_event(log, logging.ERROR, "worker_killed", site=self.site, reason="did not exit after the handoff")
+            worker.kill()
         self.write_state()
 
     # channels to the HTTP workers -------------------------------------------------

@@ -9,6 +9,7 @@ import time
 from flask import current_app, g
 
 from election import Keys, LeaseCorrupt, read_lease
+from workers.presence import workers
 from workers.runs import last_runs, run_counts
 
 # A state file older than this means the master stopped refreshing it.
@@ -78,6 +79,9 @@ def status() -> dict:
         "last_runs": last_runs(client, prefix),
         "run_counts": {f"{e}:{o}": n for (e, o), n in run_counts(client, prefix).items()},
         "history": history,
+        # Every RQ worker seen lately, of every site: its state says whether
+        # it waits for its site to lead, and whether its site competes at all.
+        "workers": workers(client, prefix),
         "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "counters", "worker", "stale")},
         "now_ms": int(time.time() * 1000),
     }

@@ -33,6 +33,7 @@ def ts(*args, zone=UTC):
         (Entry("nocolon", "workers.jobs.log_time", every=5), "package.module:function"),
         (Entry("policy", job, every=5, missed="sometimes"), "missed must be one of"),
         (Entry("lost", job, every=5, on_lost_lease="panic"), "on_lost_lease must be"),
+        (Entry("stopped", job, every=5, on_interrupt="retry"), "on_interrupt must be one of drop, rerun"),
         (Entry("lambda", lambda: 1, every=5), "module-level function"),
     ],
 )

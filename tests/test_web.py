@@ -10,15 +10,13 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from rq import Queue
-
 from election import read_lease
 from tests.conftest import wait_until
-from tests.support.jobs import recorded_runs
+from tests.support.jobs import enqueue_tick, recorded_runs
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
 from tests.support.web import GUNICORN, WebSite
-from workers.runner import run_tick
+from workers.runs import last_runs
 
 
 @pytest.fixture
@@ -40,14 +38,7 @@ def leader(r, prefix):
 
 
 def enqueue_slow(shared_redis, prefix, seconds):
-    tick = time.time()
-    job_id = f"{prefix}-slow-{int(tick * 1000)}"
-    Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
-        run_tick, args=("slow", tick, job_id, "tests.support.jobs:record_tick", (), {"sleep": seconds}, 60.0,
-                        "finish", prefix),
-        job_id=job_id, timeout=60,
-    )
-    return job_id
+    return enqueue_tick(shared_redis.client(decode_responses=False), prefix, "slow", kwargs={"sleep": seconds})
 
 
 def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, prefix):
@@ -59,12 +50,8 @@ def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, pre
     wait_until(lambda: a.has("worker_start"), timeout=15)
     enqueue_slow(shared_redis, prefix, 3)
     wait_until(lambda: a.has("job_start"), timeout=10)
-    sent = time.monotonic()
-    a.signal(signal.SIGTERM)
-    time.sleep(0.3)
-    a.signal(signal.SIGTERM)  # Heroku may send several: nothing changes
-    assert a.proc.wait(30) == 0
-    assert time.monotonic() - sent < 30
+    report = a.stop()  # SIGTERM to every process of the dyno, twice
+    assert report.clean, report  # every process exited by itself, with 0, before the SIGKILL
     wait_until(lambda: leader(r, prefix) == "b", timeout=5)
     runs = recorded_runs(r, prefix)
     runs = [run for run in runs if run["entry"] == "slow"]  # not the schedule's own */5 entry
@@ -82,15 +69,14 @@ def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, 
     wait_until(lambda: leader(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
-    a.signal(signal.SIGTERM)
+    assert a.stop().clean
     wait_until(lambda: leader(r, prefix) == "b", timeout=5)
-    assert a.proc.wait(30) == 0
     assert a.has("job_was_running=False")
     # Now kill b's whole dyno: a newcomer takes over only once the lease expired.
     c = web("c", shared_redis.url, prefix)
     wait_until(lambda: c.has("leader_changed"), timeout=15)
     record = read_lease(r, prefix)
-    b.kill_all()
+    b.crash()
     killed = time.time()
     wait_until(lambda: leader(r, prefix) == "c", timeout=10)
     took_over = time.time()
@@ -208,6 +194,9 @@ def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
         ({"KEEP_AWAKE_INTERVAL": "0"}, "KEEP_AWAKE_INTERVAL"),
         ({"BATON_EMBEDDED_WORKER": "maybe"}, "BATON_EMBEDDED_WORKER"),
         ({"BATON_SHUTDOWN_GRACE": "45"}, "BATON_SHUTDOWN_GRACE"),
+        ({"PORT": "abc"}, "PORT"),
+        ({"REDIS_URL": "redis://127.0.0.1:abc/0"}, "REDIS_URL"),
+        ({"BATON_SCHEDULE": "tests.support.bad.syntax_error"}, "syntax_error.py, line 4"),
     ],
 )
 def test_config_errors_stop_gunicorn_with_one_line(shared_redis, env, needle):
@@ -260,7 +249,7 @@ def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix
     wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=15, what="the job to run")
 
 
-def test_a_job_longer_than_the_grace_is_stopped_and_the_lease_still_handed_over(web, shared_redis, prefix):
+def test_a_job_longer_than_the_grace_is_interrupted_and_the_lease_still_handed_over(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix, extra_env={"BATON_SHUTDOWN_GRACE": "1"})
     wait_until(lambda: leader(r, prefix) == "a", timeout=15)
@@ -269,41 +258,12 @@ def test_a_job_longer_than_the_grace_is_stopped_and_the_lease_still_handed_over(
     wait_until(lambda: a.has("worker_start"), timeout=15)
     enqueue_slow(shared_redis, prefix, 20)
     wait_until(lambda: a.has("job_start"), timeout=10)
-    sent = time.monotonic()
-    a.signal(signal.SIGTERM)
-    wait_until(lambda: leader(r, prefix) == "b", timeout=10)
-    assert time.monotonic() - sent < 6  # grace 1 s + the cold stop, not the job's 20 s
-    assert a.proc.wait(30) == 0
-    assert a.has("job_stopped_at_grace")
+    report = a.stop()
+    assert report.clean and report.seconds < 20  # the grace, not the job's 20 s
+    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    assert a.has("event=job_interrupted")
+    assert last_runs(r, prefix)["slow"]["outcome"] == "interrupted"
     assert r.llen(f"{prefix}:test:executions") == 0  # the job did not run to its end
-
-
-@pytest.fixture
-def tls_redis(tmp_path):
-    """A redis-server speaking only TLS, with a self-signed certificate (as Heroku's)."""
-    import redis as redis_py
-
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", tmp_path / "key.pem",
-                    "-out", tmp_path / "cert.pem", "-days", "2", "-subj", "/CN=baton-test"],
-                   check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-                             "--tls-cert-file", tmp_path / "cert.pem", "--tls-key-file", tmp_path / "key.pem",
-                             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", tmp_path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    client = redis_py.Redis(host="127.0.0.1", port=port, ssl=True, ssl_cert_reqs="none", decode_responses=True)
-    wait_until(lambda: _pings(client), timeout=10, what="the TLS redis-server")
-    yield f"rediss://127.0.0.1:{port}/0", client
-    client.close()
-    proc.terminate()
-    proc.wait(10)
-
-
-def _pings(client):
-    try:
-        return client.ping()
-    except Exception:
-        return False
 
 
 def test_tls_redis_with_a_self_signed_certificate_needs_the_documented_setting(web, tls_redis, prefix):

@@ -1,7 +1,6 @@
 """workers/ with real scheduler and worker processes, real signals, real Redis."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,9 +27,7 @@ def sites():
 
     yield make
     for site in made:
-        for proc in site.procs():
-            proc.signal(signal.SIGKILL)
-            proc.proc.wait(5)
+        site.close()
 
 
 @pytest.fixture
@@ -71,7 +68,7 @@ def test_every_tick_runs_exactly_once_across_handoff_and_crash(sites, shared_red
 
     time.sleep(10)
     # Graceful handoff: SIGTERM to the leading site's scheduler (its elector).
-    assert by_name[first].scheduler.stop() == 0
+    assert by_name[first].scheduler.stop().clean
     second = wait_until(lambda: (s := leader_site(r, prefix)) and s != first and s, timeout=5, what="handoff")
     by_name[first].scheduler = type(by_name[first].scheduler)(["scheduler"], by_name[first].env)
 
@@ -182,7 +179,7 @@ def test_restarts_keep_the_schedule_and_edits_apply_at_the_next_election(sites, 
     before = _templates(raw, prefix)
     assert list(before) == [f"{prefix}-entry-other"]
     for _ in range(3):
-        assert site.scheduler.stop() == 0
+        assert site.scheduler.stop().clean
         site.scheduler = type(site.scheduler)(["scheduler"], site.env)
         wait_until(lambda: site.scheduler.has("schedule_written"), timeout=10)
         assert site.scheduler.has("other=unchanged")

@@ -9,39 +9,88 @@ A configuration or schedule mistake exits 2 with one line naming it.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import signal
 import sys
 import threading
+import time
+
+from redis.exceptions import RedisError
 
 from election import Callbacks, Elector, Lease
 from election.logfmt import configure_stdout_logging, log_event
+from election.outage import OutageLog
 
 from .entries import ScheduleError, rq_queue_name
 from .loader import load_schedule
+from .parent_death import die_with_parent
 from .settings import ConfigError, Settings
 
 log = logging.getLogger("baton.workers")
 
-
+# While Redis does not answer, a starting worker asks again this often: it
+# starts within this of Redis coming back.
+WAIT_FOR_REDIS_S = 1.0
 
 
 def run_worker(settings: Settings, entries) -> int:
+    """The leader-gated RQ worker, until a stop signal (worker.py).
+
+    Redis trouble never ends the process: before a worker starts, Redis must
+    answer (RQ registers the worker at once); if RQ's loop quits on a Redis
+    error all the same (it does, mid-job), a new worker takes over in this
+    process. An embedded worker (``BATON_PARENT_PID``, set by the gunicorn
+    master) dies with its master."""
     from .worker import LeaderGatedWorker
 
     queues = sorted({rq_queue_name(settings.prefix, entry.queue) for entry in entries}) or [
         rq_queue_name(settings.prefix, "baton")
     ]
-    connection = settings.redis_client("worker")
     identity = settings.identity
-    worker = LeaderGatedWorker(
-        queues, connection=connection, name=f"{settings.prefix}-{identity.site}-{identity.dyno}-{identity.boot}"
-    )
-    worker.baton_site = identity.site
-    worker.baton_prefix = settings.prefix
-    log_event(log, logging.INFO, "worker_start", site=identity.site, queues=",".join(queues))
-    worker.work(logging_level="WARNING")
-    return 0
+    parent = int(os.environ["BATON_PARENT_PID"]) if os.environ.get("BATON_PARENT_PID") else None
+    _exit_on_stop_signals()
+    if parent is not None and not die_with_parent(signal.SIGHUP, parent):
+        log_event(log, logging.WARNING, "master_gone", site=identity.site, parent=parent, action="not starting")
+        return 0
+    configure_stdout_logging(logging.WARNING, name="rq")  # RQ's own lines as logfmt, no tracebacks
+    connection = settings.redis_client("worker")
+    outage = OutageLog(log, identity.site, "worker")
+    name = f"{settings.prefix}-{identity.site}-{identity.dyno}-{identity.boot}"
+    for generation in itertools.count():
+        _exit_on_stop_signals()
+        while True:
+            try:
+                connection.ping()
+                outage.succeeded()
+                break
+            except RedisError as exc:
+                outage.failed(exc)
+                time.sleep(WAIT_FOR_REDIS_S)
+        worker = LeaderGatedWorker(
+            queues, connection=connection, name=name if generation == 0 else f"{name}-{generation}",
+            site=identity.site, prefix=settings.prefix, shutdown_grace=settings.shutdown_grace,
+            site_check_s=settings.election.follower_wait_max, watch_parent=parent,
+        )
+        if generation == 0:
+            log_event(log, logging.INFO, "worker_start", site=identity.site, queues=",".join(queues))
+        try:
+            worker.work(logging_level="WARNING")
+        except RedisError as exc:  # RQ's teardown, after its loop quit on one
+            outage.failed(exc)
+        if worker.stopping:
+            log_event(log, logging.INFO, "worker_exit", site=identity.site)
+            return 0
+        log_event(log, logging.WARNING, "worker_restarting", site=identity.site, generation=generation + 1,
+                  reason="RQ's loop quit on an error (see the line before)")
+
+
+def _exit_on_stop_signals() -> None:
+    """Until a worker's work loop installs RQ's handlers, no job runs: a stop
+    signal (or the master's death, SIGHUP) just ends the process."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda _signum, _frame: sys.exit(0))
 
 
 def run_scheduler(settings: Settings, entries) -> int:

@@ -12,12 +12,13 @@ names the entry and the fix.
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from croniter import croniter
+
+from .imports import import_module
 
 # RQ job ids allow only letters, digits, '_' and '-', and tick ids are built
 # from entry names.
@@ -33,6 +34,13 @@ MISSED_POLICIES = (CATCH_UP, LATEST, SKIP)
 FINISH = "finish"  # let it finish (its fenced writes are still rejected if stale)
 STOP = "stop"      # stop the job at once
 LOST_LEASE_POLICIES = (FINISH, STOP)
+
+# What to do with a run that a shutdown interrupted (it outlived
+# BATON_SHUTDOWN_GRACE, or its site's master died):
+DROP = "drop"    # recorded as interrupted and not run again: at most once — the default
+RERUN = "rerun"  # put back first in its queue: the next leader runs the tick again
+                 # if it is still within its grace window (the job must be idempotent)
+INTERRUPT_POLICIES = (DROP, RERUN)
 
 
 def rq_queue_name(prefix: str, queue: str) -> str:
@@ -61,6 +69,7 @@ class Entry:
     # next one is due.
     grace: Optional[float] = None
     on_lost_lease: str = FINISH
+    on_interrupt: str = DROP
 
     def check(self) -> "Entry":
         """Validate; returns the entry with ``func`` resolved to a callable."""
@@ -83,6 +92,10 @@ class Entry:
         if self.on_lost_lease not in LOST_LEASE_POLICIES:
             raise ScheduleError(
                 f"{where}: on_lost_lease must be one of {', '.join(LOST_LEASE_POLICIES)}, got {self.on_lost_lease!r}"
+            )
+        if self.on_interrupt not in INTERRUPT_POLICIES:
+            raise ScheduleError(
+                f"{where}: on_interrupt must be one of {', '.join(INTERRUPT_POLICIES)}, got {self.on_interrupt!r}"
             )
         if not isinstance(self.timeout, int) or isinstance(self.timeout, bool) or self.timeout < 1:
             raise ScheduleError(f"{where}: timeout must be whole seconds >= 1, got {self.timeout!r}")
@@ -114,9 +127,9 @@ def resolve(func: Union[str, Callable], where: str) -> Callable:
         raise ScheduleError(f"{where}: func must be 'package.module:function', got {func!r}")
     module_name, _, attr = func.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = import_module(module_name, f"{where}: func {func!r}")
     except ImportError as exc:
-        raise ScheduleError(f"{where}: cannot import module {module_name!r} for func {func!r} ({exc})") from None
+        raise ScheduleError(str(exc)) from None
     target = getattr(module, attr, None)
     if not callable(target):
         raise ScheduleError(f"{where}: module {module_name!r} has no function {attr!r}")

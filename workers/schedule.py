@@ -4,7 +4,7 @@ own with a SCHEDULE list). Each entry runs once per tick, on the leading site.
     Entry(name, func, cron="*/10 * * * *" | every=<seconds>,
           args=(), kwargs={}, queue="baton", timeout=180,
           missed="latest" | "catch_up" | "skip", grace=None (one period),
-          on_lost_lease="finish" | "stop")
+          on_lost_lease="finish" | "stop", on_interrupt="drop" | "rerun")
 """
 
 from workers.entries import Entry

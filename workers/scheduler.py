@@ -25,6 +25,7 @@ from rq.job import Job
 
 from election.backoff import Backoff
 from election.logfmt import log_event
+from election.outage import OutageLog
 
 from .claims import add_to_ledger
 from .entries import rq_queue_name
@@ -56,6 +57,7 @@ class TickScheduler:
         self._written_for = None
         self._thread = threading.Thread(target=self._run, name="baton-scheduler", daemon=True)
         self._backoff = Backoff(0.05, 2.0)
+        self._outage = OutageLog(log, site, "scheduler")
         self.orphans = OrphanSweep(connection, prefix, site)
         self.enqueued = 0
 
@@ -106,13 +108,12 @@ class TickScheduler:
                 if sweep_in is not None:
                     wait = sweep_in if wait is None else min(wait, sweep_in)
                 self._backoff.reset()
+                self._outage.succeeded()
                 self._wake.wait(None if wait is None else max(0.0, wait))
                 self._wake.clear()
             except RedisError as exc:
-                delay = self._backoff.next()
-                log_event(log, logging.WARNING, "scheduler_redis_error", site=self.site,
-                          retry_in_ms=round(delay * 1000), error=f"{type(exc).__name__}: {exc}")
-                self._stopping.wait(delay)
+                self._outage.failed(exc)
+                self._stopping.wait(self._backoff.next())
             except Exception as exc:  # a bug must not end the loop
                 log.exception("scheduler loop error")
                 log_event(log, logging.ERROR, "scheduler_error", site=self.site, error=repr(exc))
@@ -157,7 +158,8 @@ class TickScheduler:
                 result_ttl=RESULT_TTL_S,
                 failure_ttl=FAILURE_TTL_S,
                 description=f"{entry.name} @ {_iso(tick)}",
-                meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self._term_token},
+                meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self._term_token,
+                      "baton_on_interrupt": entry.on_interrupt},
                 pipeline=pipe,
             )
             add_to_ledger(pipe, self.prefix, job_id, queue.name)

@@ -39,7 +39,11 @@ return 1
 
 
 def definition_hash(entry: Entry, zone_name: str) -> str:
-    """What makes two versions of an entry the same schedule."""
+    """What makes two versions of an entry the same schedule.
+
+    ``on_interrupt`` is not part of it: each tick job carries it (its meta),
+    so changing it needs no rewrite of the template — and a rewrite resets
+    the entry's next run time, dropping ticks missed during a deploy."""
     spec = {
         "func": entry.func_path, "args": list(entry.args), "kwargs": entry.kwargs, "cron": entry.cron,
         "every": entry.every, "queue": entry.queue, "timeout": entry.timeout, "missed": entry.missed,

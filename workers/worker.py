@@ -1,24 +1,60 @@
-"""An RQ worker that works only while its own site holds the lease.
+"""An RQ worker that works only while its own site holds the lease, and
+stops the way the platforms it runs on expect.
 
-Before it dequeues, it waits until the lease in Redis names its site. After it
-dequeues a job — the lease may have moved during a long BLMOVE — it reads the
-lease again; if its site no longer leads, the job goes back to the front of
-its queue untouched (never dropped) and the worker waits to lead again.
-Fail closed: if the lease cannot be read, nothing runs.
-The job is stamped with the site and fencing token it runs under.
+**Leadership.** Before it dequeues, it waits until the lease in Redis names
+its site. After it dequeues a job — the lease may have moved during the
+BLMOVE — it reads the lease again; if its site no longer leads, or the worker
+is stopping, the job goes back to the front of its queue untouched (never
+dropped) and the worker waits again. Fail closed: if the lease cannot be
+read, nothing runs. The job is stamped with the site and fencing token it
+runs under. A worker whose site has no elector competing at all (a worker
+dyno whose ``BATON_SITE`` differs from its web dyno's) would wait forever;
+it says so, naming both sites, and /status shows it (presence.py).
+
+**Stopping** (the timeline and its numbers: shutdown.py):
+- the first SIGTERM or SIGINT: no new job; a running one may finish for up
+  to ``BATON_SHUTDOWN_GRACE``, is then interrupted (``INTERRUPT_SIGNAL``:
+  JobInterrupted raised inside it, recorded as ``interrupted``), and its work
+  horse SIGKILLed ``INTERRUPT_WAIT_S`` later (recorded here as ``killed``).
+  The entry's ``on_interrupt`` decides whether the tick goes back to its
+  queue for the next leader (reruns.py);
+- repeated SIGTERMs change nothing (Heroku may send several; RQ would turn
+  the second into a cold stop); a second SIGINT is still RQ's cold stop;
+- SIGHUP: the gunicorn master that started this worker died
+  (parent_death.py): the same stop, with no grace;
+- the work horse ignores SIGTERM, SIGINT and SIGHUP — Heroku signals every
+  process of the dyno, and the horse must not die before its worker says so —
+  and is SIGKILLed by the kernel if its worker dies;
+- whatever Redis does, the process is gone by the stop's deadline.
+
+**Redis trouble** while waiting or dequeuing is retried in place every
+``OUTAGE_RETRY_S`` and reported as a few lines (election.outage), so the
+worker resumes within a second of Redis and the elector.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 import time
 
 from redis.exceptions import RedisError
+from rq.exceptions import DequeueTimeout
 from rq.worker import Worker, WorkerStatus
 
-from election import LeaseCorrupt, read_lease
+from election import Keys, LeaseCorrupt, read_lease
 from election.logfmt import log_event
+from election.outage import OutageLog
+
+from . import presence
+from .entries import RERUN
+from .parent_death import die_with_parent
+from .reruns import rerun
+from .runner import INTERRUPT_SIGNAL, raise_interrupted
+from .runs import record_run
+from .shutdown import INTERRUPT_WAIT_S, WORKER_EXIT_S, StopPlan
 
 log = logging.getLogger("baton.worker")
 
@@ -26,44 +62,218 @@ log = logging.getLogger("baton.worker")
 # this site is noticed within this, at one command per period.
 LEADERSHIP_POLL_S = 1.0
 
+# How often a Redis call is retried during an outage: the worker resumes
+# within this of Redis answering again.
+OUTAGE_RETRY_S = 1.0
+
+# RQ's worker TTL. RQ blocks in BLMOVE for the TTL less 15 s and sizes the
+# connection's socket timeout at the TTL less 5 s: 30 s (presence.REFRESH_S,
+# so a leading worker refreshes its presence at each wait) and 40 s, instead
+# of RQ's 405 s and 415 s — a frozen Redis holds a call for 40 s at most.
+WORKER_TTL_S = 45
+
+# A waiting elector notes itself in the waiters set at least every
+# ElectionConfig.follower_wait_max (5 s at the default timings). A worker
+# waiting while another site leads looks there that often (one ZRANGE)
+# whether an elector of its own site competes; with none for this many
+# periods (30 s at the defaults: a web dyno booting beside it gets the rest)
+# it warns, and again every NOT_COMPETING_REPEAT_S while it lasts.
+NOT_COMPETING_PERIODS = 6
+NOT_COMPETING_REPEAT_S = 600.0
+
+# The process's exit status when the stop's deadline ended it (Redis frozen).
+EXIT_DEADLINE = 3
+
+
+class _Stopper(threading.Thread):
+    """Carries out one stop in the RQ worker process: interrupts a job still
+    running at the plan's interrupt time, SIGKILLs it INTERRUPT_WAIT_S later,
+    and ends the process WORKER_EXIT_S after that if it is still here (RQ's
+    bookkeeping blocked on a frozen Redis). ``hurry()``: interrupt now."""
+
+    def __init__(self, worker: "LeaderGatedWorker", plan: StopPlan):
+        super().__init__(daemon=True, name="baton-worker-stop")
+        self.worker, self.plan = worker, plan
+        self._hurry = threading.Event()
+
+    def hurry(self) -> None:
+        self._hurry.set()
+
+    def run(self) -> None:
+        self._hurry.wait(self.plan.left(self.plan.interrupt_at))
+        interrupted_at = time.monotonic()
+        self.worker.interrupt_job()
+        time.sleep(self.plan.left(interrupted_at + INTERRUPT_WAIT_S))
+        self.worker.kill_job()
+        time.sleep(self.plan.left(interrupted_at + INTERRUPT_WAIT_S + WORKER_EXIT_S))
+        log_event(log, logging.ERROR, "worker_exit_forced", site=self.worker.baton_site,
+                  reason="the stop's deadline passed (Redis unreachable or frozen?)")
+        os._exit(EXIT_DEADLINE)
+
 
 class LeaderGatedWorker(Worker):
-    baton_site: str = ""
-    baton_prefix: str = "baton"
+    def __init__(self, queues, *, site: str, prefix: str, shutdown_grace: float, site_check_s: float,
+                 watch_parent: int | None = None, **kwargs):
+        kwargs.setdefault("worker_ttl", WORKER_TTL_S)
+        super().__init__(queues, **kwargs)
+        self.baton_site = site
+        self.baton_prefix = prefix
+        self.shutdown_grace = shutdown_grace
+        self.site_check_s = site_check_s  # ElectionConfig.follower_wait_max
+        self.watch_parent = watch_parent  # the master's pid for an embedded worker: SIGHUP when it dies
+        self._keys = Keys(prefix)
+        self._outage = OutageLog(log, site, "worker")
+        self._corrupt_reported_at = None
+        self._stop_plan: StopPlan | None = None
+        self._stopper: _Stopper | None = None
+        self._master_gone = False
+        self._running_job_id = None
+        self._interrupted_job_id = None
+        self._killed_job_id = None
+        self._published = None  # (state, leader site) last written
+        self._published_since = None
+        self._next_refresh = 0.0
+        self._own_site_missing_since = None
+        self._next_site_check = 0.0
+        self._next_missing_warning = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        """True from the first stop signal on."""
+        return self._stop_plan is not None
+
+    # -- leadership --------------------------------------------------------
+
+    def _read_lease(self):
+        """The lease, or None if it is free or cannot be read (fail closed).
+        Raises RedisError for the caller's outage handling."""
+        try:
+            return read_lease(self.connection, self.baton_prefix)
+        except LeaseCorrupt as exc:
+            now = time.monotonic()
+            if self._corrupt_reported_at is None or now - self._corrupt_reported_at >= 60:
+                self._corrupt_reported_at = now
+                log_event(log, logging.WARNING, "lease_unreadable", site=self.baton_site, key=exc.key,
+                          problem=exc.problem, fix=exc.fix, action="running nothing until it is fixed")
+            return None
 
     def _leading_token(self):
         """The token if this site holds the lease, else None (and None on any doubt)."""
         try:
-            record = read_lease(self.connection, self.baton_prefix)
-        except (RedisError, LeaseCorrupt) as exc:
-            log_event(log, logging.WARNING, "lease_unreadable", site=self.baton_site, error=f"{type(exc).__name__}: {exc}")
+            record = self._read_lease()
+        except RedisError as exc:
+            self._outage.failed(exc)
             return None
-        if record is not None and record.site == self.baton_site:
-            return record.token
-        return None
+        self._outage.succeeded()
+        return record.token if record is not None and record.site == self.baton_site else None
 
     def _wait_to_lead(self) -> bool:
         """Block until this site leads; False if a stop was requested meanwhile."""
         announced = False
-        while not self._stop_requested:
-            if self._leading_token() is not None:
-                if announced:
-                    log_event(log, logging.INFO, "worker_resumed", site=self.baton_site)
-                return True
-            if not announced:
-                log_event(log, logging.INFO, "worker_waiting_for_lease", site=self.baton_site)
-                announced = True
+        while not self.stopping:
             try:
-                self.heartbeat()
-            except RedisError:
-                pass  # Redis trouble: keep waiting (RQ would quit on an error raised here)
+                record = self._read_lease()
+                self._outage.succeeded()
+                if record is not None and record.site == self.baton_site:
+                    if announced:
+                        log_event(log, logging.INFO, "worker_resumed", site=self.baton_site, token=record.token)
+                    self._publish("leading", record.site)
+                    return True
+                if not announced:
+                    log_event(log, logging.INFO, "worker_waiting_for_lease", site=self.baton_site,
+                              leader_site=record.site if record else None)
+                    announced = True
+                self._publish(self._watch_own_site(record), record.site if record else None)
+            except RedisError as exc:
+                self._outage.failed(exc)
+                time.sleep(OUTAGE_RETRY_S)
+                continue
             time.sleep(LEADERSHIP_POLL_S)
         return False
 
+    def _watch_own_site(self, record) -> str:
+        """'waiting', or 'site_not_competing' when another site leads and no
+        elector of this worker's site has been competing for a while."""
+        now = time.monotonic()
+        if record is None:
+            self._own_site_missing_since = None
+            return "waiting"
+        if now >= self._next_site_check:
+            self._next_site_check = now + self.site_check_s
+            mine = f"{self.baton_site}/"
+            waiting = self.connection.zrange(self._keys.waiters, 0, -1)
+            if any((w.decode() if isinstance(w, bytes) else w).startswith(mine) for w in waiting):
+                self._own_site_missing_since = None
+            elif self._own_site_missing_since is None:
+                self._own_site_missing_since = now
+        missing = self._own_site_missing_since
+        if missing is None or now - missing < NOT_COMPETING_PERIODS * self.site_check_s:
+            return "waiting"
+        if now >= self._next_missing_warning:
+            self._next_missing_warning = now + NOT_COMPETING_REPEAT_S
+            log_event(log, logging.WARNING, "site_not_competing", site=self.baton_site, leader_site=record.site,
+                      waiting_s=round(now - missing),
+                      fix=f"no elector of site {self.baton_site!r} competes for the lease, so this worker never "
+                          f"runs a job: give this process the BATON_SITE of a web process (the leader is "
+                          f"{record.site!r}), or run a web process with BATON_SITE={self.baton_site}")
+        return "site_not_competing"
+
+    def _publish(self, state: str, leader_site) -> None:
+        """This worker's presence (presence.py): on a change, and every REFRESH_S
+        with RQ's own heartbeat."""
+        now = time.monotonic()
+        changed = (state, leader_site) != self._published
+        if not changed and now < self._next_refresh:
+            return
+        since = time.time() if changed else self._published_since
+        presence.publish(self.connection, self.baton_prefix, self.name, {
+            "site": self.baton_site, "state": state, "leader_site": leader_site, "pid": os.getpid(), "since": since,
+        })
+        self.heartbeat()
+        self._published, self._published_since = (state, leader_site), since
+        self._next_refresh = now + presence.REFRESH_S
+
+    # -- the work loop -----------------------------------------------------
+
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
-        if not self._wait_to_lead():
-            return None  # RQ's loop ends on None: a stop was requested
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        """RQ's dequeue, gated on leadership and riding out Redis trouble:
+        returns a (job, queue) once this site leads and a job arrives, or
+        None once a stop was requested (RQ's loop then ends)."""
+        while True:
+            try:
+                self.set_state(WorkerStatus.IDLE)
+                if not self._wait_to_lead():
+                    return None
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                self.procline("Listening on " + ",".join(self.queue_names()))
+                wait = presence.REFRESH_S if timeout is None else min(timeout, presence.REFRESH_S)
+                result = self.queue_class.dequeue_any(
+                    self.queues, wait, connection=self.connection, job_class=self.job_class,
+                    serializer=self.serializer, death_penalty_class=self.death_penalty_class,
+                )
+                self._outage.succeeded()
+                if result is not None:
+                    job, _queue = result
+                    job.redis_server_version = self.get_redis_server_version()
+                    return result
+            except DequeueTimeout:
+                continue  # look at the lease again, refresh the presence
+            except RedisError as exc:
+                self._outage.failed(exc)
+                time.sleep(OUTAGE_RETRY_S)
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+        except RedisError as exc:  # RQ's registry cleanup: skipped during an outage, tried again later
+            self._outage.failed(exc)
+
+    def check_for_suspension(self, burst):
+        try:
+            super().check_for_suspension(burst)
+        except RedisError as exc:  # `rq suspend` cannot be read: the dequeue waits out the outage
+            self._outage.failed(exc)
 
     def execute_job(self, job, queue):
         # While idle, RQ answers SIGTERM by raising StopRequested inside the
@@ -71,30 +281,23 @@ class LeaderGatedWorker(Worker):
         # job in the intermediate list. Marked busy, a SIGTERM only asks the
         # loop to stop after this job.
         idle_state, self._state = self._state, WorkerStatus.BUSY
-        try:
-            token = self._leading_token()
-            if token is None:
+        token = None if self.stopping else self._leading_token()
+        if token is None:
+            try:
                 self._put_back(job, queue)
-                return
-        finally:
-            self._state = idle_state
+            finally:
+                self._state = idle_state
+            return
         job.meta["baton_site"] = self.baton_site
         job.meta["baton_token"] = token
         job.save_meta()
-        super().execute_job(job, queue)
-
-    def request_stop(self, signum, frame):
-        """Warm shutdown on the first SIGTERM or SIGINT, as RQ does — but a
-        repeated SIGTERM changes nothing (Heroku may send several, and RQ
-        would turn the second into a cold shutdown that kills the running
-        job). A second SIGINT still forces a cold shutdown."""
+        self._running_job_id, started = job.id, time.time()
         try:
-            super().request_stop(signum, frame)
+            super().execute_job(job, queue)
         finally:
-            signal.signal(signal.SIGTERM, self._ignore_repeated_sigterm)
-
-    def _ignore_repeated_sigterm(self, _signum, _frame):
-        log_event(log, logging.INFO, "sigterm_repeated", site=self.baton_site, action="ignored")
+            self._running_job_id = None
+        if job.id in (self._interrupted_job_id, self._killed_job_id):
+            self._after_stopped_job(job, started)
 
     def _put_back(self, job, queue) -> None:
         """Return a dequeued job to the front of its queue, as it was."""
@@ -102,4 +305,103 @@ class LeaderGatedWorker(Worker):
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.lpush(queue.key, job.id)
             pipe.execute()
-        log_event(log, logging.INFO, "job_returned", site=self.baton_site, job_id=job.id, queue=queue.name)
+        log_event(log, logging.INFO, "job_returned", site=self.baton_site, job_id=job.id, queue=queue.name,
+                  reason="stopping" if self.stopping else "not_leading")
+
+    def teardown(self):
+        try:
+            presence.withdraw(self.connection, self.baton_prefix, self.name)
+        except RedisError:
+            pass  # it drops out after presence.TTL_S
+        super().teardown()
+
+    # -- stopping ----------------------------------------------------------
+
+    def bootstrap(self, *args, **kwargs):
+        super().bootstrap(*args, **kwargs)
+        if self.watch_parent is not None:
+            signal.signal(signal.SIGHUP, self._parent_died)
+
+    def request_stop(self, signum, frame):
+        """The first SIGTERM or SIGINT: a warm stop with the grace (see the
+        module docstring). RQ raises StopRequested here when idle."""
+        signal.signal(signal.SIGTERM, self._ignore_repeated_sigterm)
+        self._begin_stop(signum)
+        try:
+            super().request_stop(signum, frame)
+        finally:
+            signal.signal(signal.SIGTERM, self._ignore_repeated_sigterm)
+
+    def _parent_died(self, signum, frame):
+        # The kernel may signal more than once as the master's threads die.
+        if self._master_gone:
+            return
+        self._master_gone = True
+        log_event(log, logging.WARNING, "master_gone", site=self.baton_site, parent=self.watch_parent,
+                  action="stopping now" + (", interrupting the running job" if self.horse_pid else ""))
+        if self.stopping:
+            self._stopper.hurry()
+            return
+        self.request_stop(signum, frame)
+
+    def _begin_stop(self, signum) -> None:
+        if self.stopping:
+            return
+        job_running = self.get_state() == WorkerStatus.BUSY
+        grace = self.shutdown_grace if job_running and signum != signal.SIGHUP else 0.0
+        self._stop_plan = StopPlan(grace)
+        log_event(log, logging.INFO, "worker_stopping", site=self.baton_site, signal=signal.Signals(signum).name,
+                  job_running=job_running, grace_s=grace)
+        self._stopper = _Stopper(self, self._stop_plan)
+        self._stopper.start()
+
+    def _ignore_repeated_sigterm(self, _signum, _frame):
+        log_event(log, logging.INFO, "sigterm_repeated", site=self.baton_site, action="ignored")
+
+    def interrupt_job(self) -> None:
+        """Raise JobInterrupted in the running job (the stop's grace ran out)."""
+        pid, job_id = self.horse_pid, self._running_job_id
+        if not pid or job_id is None:
+            return
+        self._interrupted_job_id = job_id
+        log_event(log, logging.WARNING, "job_interrupted", site=self.baton_site, job_id=job_id,
+                  grace_s=self._stop_plan.grace, unwind_s=INTERRUPT_WAIT_S)
+        try:
+            os.kill(pid, INTERRUPT_SIGNAL)  # the horse only: a job's own subprocesses would die of it
+        except ProcessLookupError:
+            pass
+
+    def kill_job(self) -> None:
+        """SIGKILL a job that outlived its interrupt (and its subprocesses)."""
+        pid, job_id = self.horse_pid, self._running_job_id
+        if not pid or job_id is None:
+            return
+        self._killed_job_id = job_id
+        log_event(log, logging.ERROR, "job_killed", site=self.baton_site, job_id=job_id,
+                  reason=f"still running {INTERRUPT_WAIT_S:g} s after its interrupt")
+        self.kill_horse()
+
+    def _after_stopped_job(self, job, started: float) -> None:
+        """A job this stop interrupted or killed: record what the horse could
+        not, and put its tick back if its entry says so."""
+        entry, tick = job.meta.get("baton_entry") or job.args[0], job.meta.get("baton_tick") or job.args[1]
+        try:
+            if job.id == self._killed_job_id:
+                record_run(self.connection, self.baton_prefix, entry, tick=tick, site=self.baton_site,
+                           token=job.meta.get("baton_token"), outcome="killed", started_at=started,
+                           duration_ms=round((time.time() - started) * 1000), job_id=job.id)
+            if job.meta.get("baton_on_interrupt") == RERUN:
+                rerun(self.connection, self.baton_prefix, job, site=self.baton_site)
+        except RedisError as exc:
+            log_event(log, logging.ERROR, "stopped_job_not_settled", site=self.baton_site, job_id=job.id,
+                      error=f"{type(exc).__name__}: {exc}")
+
+    # -- the work horse ----------------------------------------------------
+
+    def setup_work_horse_signals(self):
+        """In the work horse, right after the fork (see the module docstring)."""
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(INTERRUPT_SIGNAL, raise_interrupted)  # run_tick installs its own around the job
+        if not die_with_parent(signal.SIGKILL, self.pid):
+            os._exit(1)  # the worker died while forking: run nothing

@@ -24,6 +24,37 @@ def record_tick(sleep: float = 0.0) -> str:
     run.connection.rpush(
         executions_key(run.prefix),
         json.dumps({"entry": run.entry, "tick": run.tick, "site": run.site, "token": run.token,
-                    "started": started, "pid": os.getpid()}),
+                    "started": started, "pid": os.getpid(), "worker_pid": os.getppid()}),
     )
     return "ok"
+
+
+def stubborn(seconds: float) -> str:
+    """A job that will not be interrupted: it swallows JobInterrupted (a
+    BaseException, like a bare ``except:`` would) and sleeps on."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        except BaseException:  # noqa: B036 — the point of this job
+            continue
+    return "done"
+
+
+def enqueue_tick(connection, prefix: str, entry: str, func: str = "tests.support.jobs:record_tick", kwargs=None,
+                 grace: float = 60.0, on_interrupt: str = "drop", timeout: int = 120) -> str:
+    """A tick job as the scheduler enqueues it (workers/scheduler.py), due now,
+    on the deployment's default queue. ``connection`` without decode_responses."""
+    from rq import Queue
+
+    from workers.entries import rq_queue_name
+    from workers.runner import run_tick
+
+    tick = time.time()
+    job_id = f"{prefix}-{entry}-{int(tick * 1000)}"
+    Queue(rq_queue_name(prefix, "baton"), connection=connection).enqueue_call(
+        run_tick, args=(entry, tick, job_id, func, (), dict(kwargs or {}), grace, "finish", prefix),
+        job_id=job_id, timeout=timeout,
+        meta={"baton_entry": entry, "baton_tick": tick, "baton_on_interrupt": on_interrupt},
+    )
+    return job_id

@@ -1,56 +1,24 @@
-"""Real `python -m workers scheduler|worker` processes for one site."""
+"""Real `python -m workers scheduler|worker` processes for one site, each run
+as a Heroku dyno would run it (platform.Dyno)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import threading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support.output import ROOT
+from tests.support.platform import Dyno
+
+__all__ = ["FAST_ENV", "ROOT", "Proc", "Site"]
 
 FAST_ENV = {"BATON_LEASE_TTL": "1", "BATON_RENEW_INTERVAL": "0.2", "BATON_RENEW_DEADLINE": "0.7"}
 
 
-class OutputProcess:
-    """A child process in its own session whose output lines are collected."""
-
-    def __init__(self, argv, env):
-        self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
-        )
-        self.lines = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def has(self, text) -> bool:
-        return any(text in line for line in list(self.lines))
-
-
-class Proc(OutputProcess):
-    """``python -m workers <args>``."""
+class Proc(Dyno):
+    """``python -m workers <args>`` as a dyno of its own (a Procfile process type)."""
 
     def __init__(self, args, env):
         super().__init__([sys.executable, "-m", "workers", *args], env)
-
-    def signal(self, sig):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)  # the worker's work horse too
-
-    def stop(self, timeout=15):
-        # SIGTERM to the process only, as a platform would: RQ lets a running job finish.
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            return self.proc.wait(5)
 
 
 class Site:
@@ -66,10 +34,14 @@ class Site:
         return [p for p in (self.scheduler, self.worker) if p is not None]
 
     def kill(self):
+        """Every process of the site crashes at once."""
         for p in self.procs():
-            p.signal(signal.SIGKILL)
-        for p in self.procs():
-            p.proc.wait(5)
+            p.crash()
 
     def stop(self):
+        """A dyno stop of each process type; their StopReports."""
         return [p.stop() for p in self.procs()]
+
+    def close(self):
+        for p in self.procs():
+            p.close()

@@ -1,9 +1,11 @@
-"""A real gunicorn web process for one site (app/gunicorn_conf.py)."""
+"""A real gunicorn web process for one site (app/gunicorn_conf.py), run as a
+Heroku web dyno (platform.Dyno): ``stop()`` is a dyno stop, ``crash()`` a
+dyno crash, ``signal()`` a signal to the gunicorn master alone (``kill <pid>``,
+as `make run` suggests)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import time
@@ -12,12 +14,13 @@ import urllib.request
 from base64 import b64encode
 
 from tests.support.redis_server import free_port
-from tests.support.sites import FAST_ENV, OutputProcess
+from tests.support.platform import Dyno
+from tests.support.sites import FAST_ENV
 
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 
-class WebSite(OutputProcess):
+class WebSite(Dyno):
     def __init__(self, name, redis_url, prefix, schedule="tests.support.schedule_removed", extra_env=None,
                  auth=("op", "s3cret-pass")):
         self.name = name
@@ -56,15 +59,3 @@ class WebSite(OutputProcess):
     def signal(self, sig):
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
-
-    def kill_all(self):
-        """SIGKILL the whole dyno: master, HTTP workers, embedded worker."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.kill_all()

@@ -1,0 +1,51 @@
+"""A tick that a shutdown interrupted goes back to its queue, if its entry
+says so (``on_interrupt="rerun"``).
+
+The RQ worker that stopped the job does it, once RQ has filed the job as
+failed: it drops the tick's run claim (taken by the run that was stopped, so
+nobody else can hold it), lists the job in the ledger again (so the orphan
+sweep looks after it, claims.py), and requeues it at the front of its queue
+with RQ's own ``Job.requeue``. The next leader's worker runs it — if it is
+still within its grace window; the run claim keeps it to one run from then
+on. A job that keeps being interrupted is put back at most ``MAX_RERUNS``
+times.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq.job import JobStatus
+
+from election import Keys
+from election.logfmt import log_event
+
+log = logging.getLogger("baton.worker")
+
+# A tick interrupted this many times is not put back again: a job that never
+# fits between two deploys must not be retried forever.
+MAX_RERUNS = 3
+
+
+def rerun(connection, prefix: str, job, site: str = "") -> bool:
+    """Put ``job`` (an RQ job that ended failed) back first in its queue.
+    Returns False when it is not put back (it finished after all, or the
+    bound is reached)."""
+    if job.get_status(refresh=True) != JobStatus.FAILED:
+        return False  # it caught the interrupt and finished: nothing to run again
+    reruns = int(job.meta.get("baton_reruns", 0))
+    if reruns >= MAX_RERUNS:
+        log_event(log, logging.ERROR, "rerun_given_up", site=site, job_id=job.id, reruns=reruns,
+                  fix="the job does not fit between two shutdowns: make it shorter, or raise BATON_SHUTDOWN_GRACE")
+        return False
+    keys = Keys(prefix)
+    job.meta["baton_reruns"] = reruns + 1
+    job.save_meta()
+    with connection.pipeline() as pipe:  # one MULTI
+        pipe.delete(keys.run_claim(job.id))
+        pipe.hset(keys.ledger, job.id, job.origin)
+        pipe.execute()
+    job.requeue(at_front=True)
+    log_event(log, logging.WARNING, "tick_requeued", site=site, job_id=job.id, queue=job.origin,
+              rerun=reruns + 1, reason="interrupted by a shutdown; on_interrupt=rerun")
+    return True
