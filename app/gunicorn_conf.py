@@ -6,6 +6,7 @@ master, once per dyno, whatever WEB_CONCURRENCY is) and connect lazily, so a
 Redis that is down at boot never delays the bind (Heroku's R10).
 """
 
+import os
 import signal
 import sys
 
@@ -15,7 +16,7 @@ from workers.entries import ScheduleError
 from workers.loader import load_schedule
 from workers.parent_death import die_with_parent
 from workers.settings import ConfigError
-from workers.shutdown import HTTP_STOP_S
+from workers.shutdown import HTTP_STOP_S, WINDING_DOWN_NICENESS
 
 # Validate before gunicorn binds anything: a mistake is one line and exit 2.
 try:
@@ -87,6 +88,12 @@ def post_worker_init(worker):
     which lives as long as the master (workers/parent_death.py)."""
     if not die_with_parent(signal.SIGTERM, worker.ppid):
         worker.alive = False
+
+
+def worker_exit(server, worker):
+    """An HTTP worker done serving leaves the CPU to the master, whose release
+    of the lease the other site waits for (workers/shutdown.py)."""
+    os.nice(WINDING_DOWN_NICENESS)
 
 
 def child_exit(server, worker):

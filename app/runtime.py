@@ -133,7 +133,6 @@ class SiteRuntime:
             log_event(log, logging.INFO, "shutdown", site=self.site, leader=self.elector.is_leader)
             if worker:
                 worker.request_stop()  # 1. no new job; a running one may finish within the grace
-            self.scheduler.stop(SCHEDULER_STOP_S)  # 2. stop enqueuing
             busy = bool(worker and worker.busy())
             # The worker ends itself by then (its own stop: workers/worker.py);
             # past it, the master kills it.
@@ -146,14 +145,17 @@ class SiteRuntime:
                     log_event(log, logging.ERROR, "worker_killed", site=self.site,
                               reason="still running past the stop's deadline")
                     worker.kill()
-            # 3. release: followers wake at once. With no job running this comes
-            # first; no job starts on this site any more (the worker was told).
+            # 2. release: followers wake at once. With no job running this comes
+            # first; no job starts on this site any more (the worker was told),
+            # and the scheduler stops enqueuing as the elector demotes (its
+            # on_demoted runs before the release).
             self.elector.stop(timeout=min(RELEASE_S, max(0.1, plan.left(plan.exit_by) - HTTP_STOP_S)))
             log_event(log, logging.INFO, "handed_over", site=self.site, job_was_running=busy,
                       ms=round((time.monotonic() - plan.started) * 1000))
         finally:
             if handed_over is not None:
                 handed_over()
+        self.scheduler.stop(SCHEDULER_STOP_S)  # 3. its thread ends
         if worker and not worker.wait(plan.left(worker_deadline)):
             log_event(log, logging.ERROR, "worker_killed", site=self.site, reason="did not exit after the handoff")
             worker.kill()

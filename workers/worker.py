@@ -54,7 +54,7 @@ from .parent_death import die_with_parent
 from .reruns import rerun
 from .runner import INTERRUPT_SIGNAL, raise_interrupted
 from .runs import record_run
-from .shutdown import INTERRUPT_WAIT_S, WORKER_EXIT_S, StopPlan
+from .shutdown import INTERRUPT_WAIT_S, WINDING_DOWN_NICENESS, WORKER_EXIT_S, StopPlan
 
 log = logging.getLogger("baton.worker")
 
@@ -348,6 +348,11 @@ class LeaderGatedWorker(Worker):
         if self.stopping:
             return
         job_running = self.get_state() == WorkerStatus.BUSY
+        if not job_running:
+            # Only winding down now: leave the CPU to the master, whose
+            # release of the lease is what the other site waits for (a dyno
+            # stop wakes every process of the dyno at once).
+            os.nice(WINDING_DOWN_NICENESS)
         grace = self.shutdown_grace if job_running and signum != signal.SIGHUP else 0.0
         self._stop_plan = StopPlan(grace)
         log_event(log, logging.INFO, "worker_stopping", site=self.baton_site, signal=signal.Signals(signum).name,
