@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench import election_bench, handoff, machine, peer_lags, ticks_bench, web_bench
+from bench import election_bench, handoff, machine, peer_lags, platform_bench, ticks_bench, web_bench
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -29,6 +29,11 @@ HANDOFF_ROUNDS = int(os.environ.get("BENCH_HANDOFF_ROUNDS", "1000"))
 WEB_ROUNDS = int(os.environ.get("BENCH_WEB_ROUNDS", "40"))
 TICKS = int(os.environ.get("BENCH_TICKS", "100"))
 RQ_EXPIRY_ROUNDS = int(os.environ.get("BENCH_RQ_EXPIRY_ROUNDS", "5"))
+# Dyno stops with a 4 s job (issue 10: 10 rounds), worst-case stops with Redis
+# frozen (each up to ~25 s), Redis restarts under a leading site.
+PLATFORM_ROUNDS = int(os.environ.get("BENCH_PLATFORM_ROUNDS", "10"))
+FROZEN_ROUNDS = int(os.environ.get("BENCH_FROZEN_ROUNDS", "3"))
+RESUME_ROUNDS = int(os.environ.get("BENCH_RESUME_ROUNDS", "5"))
 
 
 def timed(name, fn, *args, **kwargs):
@@ -57,6 +62,11 @@ def main() -> int:
         sigterm = summary(timed("web SIGTERM handoff", web_bench.sigterm_handoff, url, WEB_ROUNDS))
         dyno = timed("web dyno footprint", web_bench.dyno_footprint, url, 15)
         rq_takeover = summary(timed("rq-scheduler expiry lag (-i 1)", peer_lags.rq_scheduler_expiry_lag, url, RQ_EXPIRY_ROUNDS))
+        dyno_stop = timed("dyno stop with a 4 s job running", platform_bench.dyno_stop_with_job, url, PLATFORM_ROUNDS)
+    frozen = timed("dyno stop with Redis frozen", platform_bench.frozen_redis_shutdown, FROZEN_ROUNDS)
+    with RedisServer() as own:  # killed and restarted by the measurement
+        resume = summary(timed("worker resume after a Redis restart", platform_bench.redis_return_resume, own,
+                               RESUME_ROUNDS))
 
     results = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -69,7 +79,15 @@ def main() -> int:
                   "commands_per_tick": ticks["commands_per_tick"],
                   "baton_commands_per_tick": ticks["baton_commands_per_tick"],
                   "commands_per_tick_by_kind": ticks["commands_per_tick_by_kind"],
-                  "web": {"boot_to_bound": boot, "sigterm_handoff": sigterm, "dyno": dyno}},
+                  "web": {"boot_to_bound": boot, "sigterm_handoff": sigterm, "dyno": dyno},
+                  "platform": {
+                      "dyno_stop_4s_job": {key: summary(dyno_stop[key]) for key in
+                                           ("job_finished_ms", "other_leads_ms", "after_job_ms", "all_exited_ms")}
+                      | {"clean_rounds": sum(dyno_stop["clean"]), "rounds": len(dyno_stop["clean"])},
+                      "frozen_redis_stop": {case: {**summary(v["ms"]), "sigkilled_rounds": v["sigkilled_rounds"]}
+                                            for case, v in frozen.items()},
+                      "worker_resume_after_redis_restart": resume,
+                  }},
         "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
                               "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
         "rq_scheduler": {"graceful_handoff": rq_handoff, "takeover_lag_after_expiry": rq_takeover,
@@ -77,7 +95,8 @@ def main() -> int:
         "targets": {"graceful_handoff_p99": "<= python-redis-lock p99 in the same run",
                     "takeover_lag_p99_ms": 20, "commands_per_s_idle": 1, "connections_per_elector": 1,
                     "tick_lateness_p99_ms": 50, "boot_to_bound_ms": 2000, "sigterm_handoff_p99_ms": 20,
-                    "connections_per_dyno": 4, "memory_per_dyno_mb": 200},
+                    "connections_per_dyno": 4, "memory_per_dyno_mb": 200,
+                    "dyno_stop_all_exited_ms": 30000, "frozen_redis_stop_ms": 30000, "worker_resume_ms": 1000},
     }
     stamp = results["when"].replace(":", "").replace("-", "")
     for name in (f"{stamp}.json", "latest.json"):
@@ -87,6 +106,10 @@ def main() -> int:
     print(render(results))
     print(f"\nwritten: bench/results/{stamp}.json")
     return 0
+
+
+def _pair(s) -> str:
+    return f"{fmt_ms(s.get('p50'))} / {fmt_ms(s.get('p99'))}"
 
 
 def _ratio(theirs, ours) -> str:
@@ -144,6 +167,25 @@ def render(results) -> str:
             ["Redis connections per dyno (max seen)", w["dyno"]["connections_max"], "<= 4"],
             ["memory per dyno: PSS / RSS summed", f"{w['dyno']['pss_mb']:.0f} MB / {w['dyno']['rss_mb']:.0f} MB",
              "<= 200 MB"],
+        ],
+    ))
+    p = b["platform"]
+    stop = p["dyno_stop_4s_job"]
+    out.append("")
+    out.append(table(
+        ["Baton on the platform (dyno stop: SIGTERM to every process, twice)", "measured p50 / p99", "target"],
+        [
+            [f"4 s job running, from SIGTERM: job finished ({stop['job_finished_ms']['n']} rounds)",
+             _pair(stop["job_finished_ms"]), "the job's own time"],
+            ["  other site leads", _pair(stop["other_leads_ms"]), "after the job"],
+            ["  job's end → other site leads", _pair(stop["after_job_ms"]), "—"],
+            ["  every process of the dyno exited", _pair(stop["all_exited_ms"]),
+             f"< 30 s, by itself ({stop['clean_rounds']}/{stop['rounds']} rounds clean)"],
+            *[[f"Redis frozen, {case.replace('_', ' ')}: every process exited ({v['n']} rounds)", _pair(v),
+               f"< 30 s, no SIGKILL ({v['sigkilled_rounds']} rounds needed one)"]
+              for case, v in p["frozen_redis_stop"].items()],
+            [f"Redis restarted: elector leads → worker runs a job ({p['worker_resume_after_redis_restart']['n']} rounds)",
+             _pair(p["worker_resume_after_redis_restart"]), "<= 1 s"],
         ],
     ))
     m = results["machine"]

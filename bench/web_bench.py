@@ -3,7 +3,6 @@ Redis connections and memory per dyno. Real gunicorn processes."""
 
 from __future__ import annotations
 
-import signal
 import time
 
 import redis
@@ -27,9 +26,10 @@ def boot_to_bound(url: str, rounds: int, prefix: str = "bench-boot") -> list:
 
 
 def sigterm_handoff(url: str, rounds: int, prefix: str = "bench-sigterm") -> list:
-    """SIGTERM to the leading site's gunicorn master, no job running → the
-    other site holds the lease (ms). The end is the new lease's acquired_at
-    (server clock, ms) against the wall time the signal was sent."""
+    """A dyno stop of the leading site (SIGTERM to every process of the dyno,
+    as Heroku sends it), no job running → the other site holds the lease
+    (ms). The end is the new lease's acquired_at (server clock, ms) against
+    the wall time the first signal was sent."""
     client = redis.Redis.from_url(url, decode_responses=True)
     names = ["x", "y"]
     sites = {n: WebSite(n, url, prefix) for n in names}
@@ -42,10 +42,9 @@ def sigterm_handoff(url: str, rounds: int, prefix: str = "bench-sigterm") -> lis
             wait_until(lambda: sites[other].has("leader_changed"), 30, 0.002, "the other site to follow")
             time.sleep(0.3)
             sent = time.time()
-            sites[holder].signal(signal.SIGTERM)
+            sites[holder].stop()
             wait_until(lambda: (r := read_lease(client, prefix)) is not None and r.site == other, 10, 0.002, "handoff")
             samples.append(read_lease(client, prefix).acquired_at - sent * 1000)
-            sites[holder].proc.wait(30)
             sites[holder].close()
             sites[holder] = WebSite(holder, url, prefix)
     finally:
@@ -104,9 +103,8 @@ def dyno_footprint(url: str, seconds: float, prefix: str = "bench-dyno") -> dict
             time.sleep(1)
         names = sorted(c["name"] for c in client.client_list() if c["name"].startswith("baton:dyno:"))
     finally:
-        site.signal(signal.SIGTERM)
         try:
-            site.proc.wait(30)
+            site.stop()
         finally:
             site.close()
         client.close()

@@ -14,6 +14,7 @@ import redis as redis_py
 
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.web import WebSite
 from tests.support.waiting import wait_until  # noqa: F401  (tests import it from here)
 
 # Fast timings keep failover tests short; every relation the defaults have
@@ -60,6 +61,20 @@ def _pings(client):
         return client.ping()
     except Exception:
         return False
+
+
+@pytest.fixture
+def web():
+    """Web sites (real gunicorn dynos, tests/support/web.py), closed at the end."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(WebSite(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for site in made:
+        site.close()
 
 
 @pytest.fixture

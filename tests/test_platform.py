@@ -4,6 +4,7 @@ docker does it (tests/support/platform.py), real gunicorn, RQ and Redis."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from rq.registry import FailedJobRegistry
 from election import read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import enqueue_tick, recorded_runs
+from tests.support.lease import leader_site
 from tests.support.output import ROOT
 from tests.support.platform import Container, container_unavailable
 from tests.support.redis_server import RedisServer, free_port
@@ -30,29 +32,19 @@ from workers.entries import rq_queue_name
 from workers.runs import last_runs
 
 
+EMPTY = "tests.support.schedule_empty"
+
+
 @pytest.fixture
-def web():
-    made = []
-
-    def make(*args, **kwargs):
-        kwargs.setdefault("schedule", "tests.support.schedule_empty")  # only the ticks a test enqueues
-        made.append(WebSite(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for site in made:
-        site.close()
-
-
-def leader(r, prefix):
-    record = read_lease(r, prefix)
-    return record.site if record else None
+def web(web):
+    """conftest's, with a schedule of no entry: only the ticks a test enqueues run."""
+    return functools.partial(web, schedule=EMPTY)
 
 
 def two_sites(web, url, r, prefix, a_env=None):
     """Site a leading with its embedded worker ready, site b following."""
     a = web("a", url, prefix, extra_env=a_env)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
     b = web("b", url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15, what="b to follow")
     wait_until(lambda: a.has("worker_start"), timeout=15, what="a's worker")
@@ -72,7 +64,7 @@ def test_dyno_stop_with_a_4s_job_finishes_it_records_it_then_hands_over(web, sha
     wait_until(lambda: a.has("job_start"), timeout=10)
     report = a.stop()
     assert report.clean, report  # every process of the dyno exited by itself, with 0, before the SIGKILL
-    assert leader(r, prefix) == "b"
+    assert leader_site(r, prefix) == "b"
     (run,) = recorded_runs(r, prefix)
     assert run["site"] == "a"  # the job ran to its end on a, its horse untouched by the SIGTERMs
     assert last_runs(r, prefix)["four"]["outcome"] == "succeeded"
@@ -90,7 +82,7 @@ def test_dyno_stop_with_a_40s_job_interrupts_it_at_the_grace_records_it_and_show
     wait_until(lambda: a.has("job_start"), timeout=10)
     report = a.stop()
     assert report.clean and report.seconds < 30, report
-    assert leader(r, prefix) == "b"
+    assert leader_site(r, prefix) == "b"
     assert recorded_runs(r, prefix) == []  # the job never reached its end
     run = last_runs(r, prefix)["forty"]
     assert run["outcome"] == "interrupted" and run["site"] == "a"
@@ -127,16 +119,15 @@ def test_a_job_that_swallows_its_interrupt_is_killed_recorded_and_the_dyno_still
     assert report.clean and report.seconds < 30, report
     assert a.has("event=job_killed")
     assert last_runs(r, prefix)["stubborn"]["outcome"] == "killed"
-    assert leader(r, prefix) == "b"
+    assert leader_site(r, prefix) == "b"
 
 
 def test_a_separate_worker_dyno_lets_its_job_finish_on_a_dyno_stop(shared_redis, prefix):
     r = shared_redis.client()
-    web_dyno = WebSite("w", shared_redis.url, prefix, schedule="tests.support.schedule_empty",
-                       extra_env={"BATON_EMBEDDED_WORKER": "false"})
+    web_dyno = WebSite("w", shared_redis.url, prefix, schedule=EMPTY, extra_env={"BATON_EMBEDDED_WORKER": "false"})
     worker_dyno = Proc(["worker"], {**web_dyno.env})
     try:
-        wait_until(lambda: leader(r, prefix) == "w", timeout=15)
+        wait_until(lambda: leader_site(r, prefix) == "w", timeout=15)
         enqueue_tick(raw(shared_redis), prefix, "four", kwargs={"sleep": 4})
         wait_until(lambda: worker_dyno.has("job_start"), timeout=15)
         report = worker_dyno.stop()
@@ -159,7 +150,7 @@ def test_kill_9_of_the_master_during_a_job_leaves_no_process_and_records_the_run
     wait_until(lambda: not a.pids(), timeout=10, what="every process of the dyno to exit with its master")
     assert last_runs(r, prefix)["forty"]["outcome"] == "interrupted"
     assert recorded_runs(r, prefix) == []
-    wait_until(lambda: leader(r, prefix) == "b", timeout=10, what="takeover at expiry")
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=10, what="takeover at expiry")
 
 
 @pytest.mark.parametrize("after_s", [0.05, 0.3, 0.6, 1.0, 2.0])
@@ -188,7 +179,7 @@ def test_a_leftover_of_a_killed_site_never_runs_a_job_for_its_successor(web, sha
     first.kill_master()
     wait_until(lambda: not first.pids(), timeout=10, what="the first dyno's worker to exit with its master")
     second = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a" and second.has("worker_start"), timeout=20)
+    wait_until(lambda: leader_site(r, prefix) == "a" and second.has("worker_start"), timeout=20)
     for i in range(3):
         enqueue_tick(raw(shared_redis), prefix, f"e{i}")
     wait_until(lambda: len(recorded_runs(r, prefix)) == 3, timeout=15)
@@ -232,7 +223,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
         assert not any("redis_still_unreachable" in line for line in during)  # the first summary is at 10 s
         server.start()
         r = server.client()
-        wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
         enqueue_tick(server.client(decode_responses=False), prefix, "after")
         wait_until(lambda: recorded_runs(r, prefix), timeout=15, what="a job once Redis is back")
         assert a.has("event=redis_recovered")
@@ -241,7 +232,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
         time.sleep(3)
         server.start()
         r = server.client()
-        wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
         enqueue_tick(server.client(decode_responses=False), prefix, "again")
         wait_until(lambda: recorded_runs(r, prefix), timeout=15, what="a job after the second outage")
         assert not a.has("Traceback") and not a.has("worker_died")
@@ -254,7 +245,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
 def test_a_worker_whose_site_has_no_elector_warns_naming_both_sites_and_shows_in_status(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     stray = Proc(["worker"], {**a.env, "BATON_SITE": "worker-7f3a"})  # a worker dyno with its own host name
     try:
         line = wait_until(lambda: next((x for x in stray.lines if "event=site_not_competing" in x), None),
@@ -271,8 +262,8 @@ def test_a_worker_whose_site_has_no_elector_warns_naming_both_sites_and_shows_in
 
 def test_a_follower_sites_worker_does_not_warn(web, shared_redis, prefix):
     r = shared_redis.client()
-    a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("worker_waiting_for_lease"), timeout=15)
     time.sleep(5)  # FAST timings: the warning would come after 3 s
@@ -286,12 +277,12 @@ def test_a_follower_sites_worker_does_not_warn(web, shared_redis, prefix):
 def test_the_follower_taking_over_after_a_release_does_not_log_a_late_renewal(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     time.sleep(2)  # b has waited several renew intervals (0.2 s) when the release wakes it
     assert a.stop().clean
-    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
     time.sleep(1)  # several renewals of b's term
     assert not b.has("renewed_late")
 
@@ -357,13 +348,13 @@ def test_compose_stop_hands_over_at_once_from_pid_1_and_the_healthcheck_answers(
     services = compose_config()["services"]
     timings = {"BATON_LEASE_TTL": "10", "BATON_RENEW_INTERVAL": "2", "BATON_RENEW_DEADLINE": "7"}  # the defaults
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
-           "REDIS_URL": shared_redis.url, "BATON_PREFIX": prefix, "BATON_SCHEDULE": "tests.support.schedule_empty",
+           "REDIS_URL": shared_redis.url, "BATON_PREFIX": prefix, "BATON_SCHEDULE": EMPTY,
            **timings}
     a = Container(services["app_a"]["command"], {**env, "BATON_SITE": "a", "PORT": str(free_port())})
     b = None
     try:
-        wait_until(lambda: leader(r, prefix) == "a", timeout=20, what="a to lead from PID 1")
-        b = WebSite("b", shared_redis.url, prefix, schedule="tests.support.schedule_empty", extra_env=timings)
+        wait_until(lambda: leader_site(r, prefix) == "a", timeout=20, what="a to lead from PID 1")
+        b = WebSite("b", shared_redis.url, prefix, schedule=EMPTY, extra_env=timings)
         wait_until(lambda: b.has("leader_changed"), timeout=15)
         wait_until(lambda: a.has("worker_start"), timeout=15)
         health = [sys.executable if arg == "python" else arg for arg in services["app_b"]["healthcheck"]["test"][1:]]
@@ -371,7 +362,7 @@ def test_compose_stop_hands_over_at_once_from_pid_1_and_the_healthcheck_answers(
         record = read_lease(r, prefix)
         report = a.docker_stop()
         assert report.clean, report  # PID 1 exited 0 by itself, before compose's SIGKILL
-        wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+        wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
         # Handed over by a release, not taken at the old lease's expiry 10 s later.
         assert read_lease(r, prefix).acquired_at < record.renewed_at + record.ttl_ms - 5000
         assert not a.pids()

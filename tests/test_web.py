@@ -13,28 +13,11 @@ import pytest
 from election import read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import enqueue_tick, recorded_runs
+from tests.support.lease import leader_site
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
-from tests.support.web import GUNICORN, WebSite
+from tests.support.web import GUNICORN
 from workers.runs import last_runs
-
-
-@pytest.fixture
-def web():
-    made = []
-
-    def make(*args, **kwargs):
-        made.append(WebSite(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for site in made:
-        site.close()
-
-
-def leader(r, prefix):
-    record = read_lease(r, prefix)
-    return record.site if record else None
 
 
 def enqueue_slow(shared_redis, prefix, seconds):
@@ -44,7 +27,7 @@ def enqueue_slow(shared_redis, prefix, seconds):
 def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     wait_until(lambda: a.has("worker_start"), timeout=15)
@@ -52,7 +35,7 @@ def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, pre
     wait_until(lambda: a.has("job_start"), timeout=10)
     report = a.stop()  # SIGTERM to every process of the dyno, twice
     assert report.clean, report  # every process exited by itself, with 0, before the SIGKILL
-    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
     runs = recorded_runs(r, prefix)
     runs = [run for run in runs if run["entry"] == "slow"]  # not the schedule's own */5 entry
     assert len(runs) == 1 and runs[0]["site"] == "a"  # the job finished on a
@@ -66,11 +49,11 @@ def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, pre
 def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     assert a.stop().clean
-    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
     assert a.has("job_was_running=False")
     # Now kill b's whole dyno: a newcomer takes over only once the lease expired.
     c = web("c", shared_redis.url, prefix)
@@ -78,7 +61,7 @@ def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, 
     record = read_lease(r, prefix)
     b.crash()
     killed = time.time()
-    wait_until(lambda: leader(r, prefix) == "c", timeout=10)
+    wait_until(lambda: leader_site(r, prefix) == "c", timeout=10)
     took_over = time.time()
     assert took_over * 1000 >= read_lease(r, prefix).acquired_at - 5
     assert read_lease(r, prefix).acquired_at >= record.renewed_at + record.ttl_ms - 5
@@ -95,7 +78,7 @@ def test_boot_with_redis_down_binds_at_once_and_elects_when_redis_comes(web, pre
         assert status == 200 and json.loads(body)["redis"] == "unreachable"
         server.start()
         r = server.client()
-        wait_until(lambda: leader(r, prefix) == "a", timeout=15, what="election once Redis is up")
+        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="election once Redis is up")
         wait_until(lambda: json.loads(a.get("/healthz", auth=None)[1])["redis"] == "reachable", timeout=5)
         time.sleep(1)
         names = [c["name"] for c in r.client_list()]
@@ -110,7 +93,7 @@ def test_auth_and_secrets(web, shared_redis, prefix):
     url = shared_redis.url.replace("redis://", "redis://:@")
     r = shared_redis.client()
     a = web("a", url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     assert a.get("/status", auth=None)[0] == 401
     status, body = a.get("/status", auth=("op", "wrong"))
     assert status == 401 and body == ""
@@ -137,7 +120,7 @@ def test_auth_and_secrets(web, shared_redis, prefix):
 def test_release_endpoint_and_cli(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     assert b.get("/lease/release", method="POST")[0] == 409
@@ -150,7 +133,7 @@ def test_release_endpoint_and_cli(web, shared_redis, prefix):
     out = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "baton", "release"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "now leading" in out.stdout
-    wait_until(lambda: leader(r, prefix) == "a", timeout=10)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
 
 
 def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
@@ -218,7 +201,7 @@ def test_dashboard_in_headless_chromium_shows_the_leader(web, shared_redis, pref
     assert chromium, "chromium is missing: apt-get install chromium (.ci/run installs it)"
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     user, password = a.auth
     done = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -244,7 +227,7 @@ def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix
     wait_until(lambda: a.has("event=worker_died"), timeout=10, what="the supervisor to notice")
     wait_until(lambda: len(re.findall(r"worker_spawned", "\n".join(a.lines))) == 2, timeout=10,
                what="a new worker")
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     enqueue_slow(shared_redis, prefix, 0)  # the new worker runs jobs
     wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=15, what="the job to run")
 
@@ -252,7 +235,7 @@ def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix
 def test_a_job_longer_than_the_grace_is_interrupted_and_the_lease_still_handed_over(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix, extra_env={"BATON_SHUTDOWN_GRACE": "1"})
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     wait_until(lambda: a.has("worker_start"), timeout=15)
@@ -260,7 +243,7 @@ def test_a_job_longer_than_the_grace_is_interrupted_and_the_lease_still_handed_o
     wait_until(lambda: a.has("job_start"), timeout=10)
     report = a.stop()
     assert report.clean and report.seconds < 20  # the grace, not the job's 20 s
-    wait_until(lambda: leader(r, prefix) == "b", timeout=5)
+    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
     assert a.has("event=job_interrupted")
     assert last_runs(r, prefix)["slow"]["outcome"] == "interrupted"
     assert r.llen(f"{prefix}:test:executions") == 0  # the job did not run to its end
@@ -273,7 +256,7 @@ def test_tls_redis_with_a_self_signed_certificate_needs_the_documented_setting(w
     wait_until(lambda: strict.has("CERTIFICATE_VERIFY_FAILED"), timeout=10, what="the certificate error")
     assert json.loads(strict.get("/healthz", auth=None)[1])["redis"] == "unreachable"
     relaxed = web("relaxed", url, prefix, extra_env={"BATON_REDIS_TLS_VERIFY": "none"})
-    wait_until(lambda: leader(client, prefix) == "relaxed", timeout=15, what="election over TLS")
+    wait_until(lambda: leader_site(client, prefix) == "relaxed", timeout=15, what="election over TLS")
     wait_until(lambda: relaxed.has("worker_start"), timeout=15)
     wait_until(lambda: any(c["name"] == "baton:relaxed:worker" for c in client.client_list()), timeout=15,
                what="the embedded worker's TLS connection")
@@ -284,7 +267,7 @@ def test_every_connection_survives_the_server_closing_it(web, shared_redis, pref
     """What Heroku does to connections idle for 300 s, done to all of them at once."""
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     wait_until(lambda: a.has("worker_start"), timeout=15)
     time.sleep(1)
     mine = lambda: [c for c in r.client_list() if c["name"].startswith("baton:a:")]

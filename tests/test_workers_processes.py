@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from rq import Queue
 
-from election import read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import recorded_runs as executions
+from tests.support.lease import leader_site
 from tests.support.sites import ROOT, Site
 from workers.runner import run_tick
 from workers.runs import last_runs
@@ -35,11 +35,6 @@ def r(shared_redis):
     client = shared_redis.client()
     yield client
     client.close()
-
-
-def leader_site(r, prefix):
-    record = read_lease(r, prefix)
-    return record.site if record else None
 
 
 def terms(r, prefix):

@@ -1,4 +1,2 @@
-from workers.entries import Entry  # noqa: F401
-
-# No entry: the test enqueues the tick jobs it needs itself.
+# No entry: the tests enqueue the tick jobs they need themselves.
 SCHEDULE = []
