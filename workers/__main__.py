@@ -32,7 +32,7 @@ log = logging.getLogger("baton.workers")
 
 # While Redis does not answer, a starting worker asks again this often: it
 # starts within this of Redis coming back.
-WAIT_FOR_REDIS_S = 1.0
+WAIT_FOR_REDIS_S = 0.5
 
 
 def run_worker(settings: Settings, entries) -> int:
