@@ -72,7 +72,7 @@ def test_dyno_stop_with_a_4s_job_finishes_it_records_it_then_hands_over(web, sha
     job_end = next(i for i, line in enumerate(lines) if "event=job_end" in line)
     released = next(i for i, line in enumerate(lines) if "event=released" in line)
     assert job_end < released, "the lease was released before the running job finished"
-    assert a.has("sigterm_repeated")
+    assert a.has("job_was_running=True") and a.has("sigterm_repeated")
 
 
 def test_dyno_stop_with_a_40s_job_interrupts_it_at_the_grace_records_it_and_shows_it(web, shared_redis, prefix):
@@ -85,7 +85,7 @@ def test_dyno_stop_with_a_40s_job_interrupts_it_at_the_grace_records_it_and_show
     assert leader_site(r, prefix) == "b"
     assert recorded_runs(r, prefix) == []  # the job never reached its end
     run = last_runs(r, prefix)["forty"]
-    assert run["outcome"] == "interrupted" and run["site"] == "a"
+    assert run["outcome"] == "interrupted" and run["site"] == "a" and a.has("event=job_interrupted")
     # Shown where operators look: /status (the dashboard's data) and /metrics, on the site that leads now.
     assert json.loads(b.get("/status")[1])["last_runs"]["forty"]["outcome"] == "interrupted"
     assert 'baton_job_runs_total{entry="forty",outcome="interrupted"} 1' in b.get("/metrics")[1]

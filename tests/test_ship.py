@@ -128,7 +128,9 @@ def test_procfile_web_and_worker_commands_run_a_working_site(shared_redis, prefi
             except OSError:
                 return None  # the HTTP workers may still be booting
 
-        assert wait_until(healthz, timeout=30, interval=0.2, what="/healthz to answer")["role"] == "leader"
+        # The lease is in Redis a moment before the master's state file says so.
+        wait_until(lambda: (h := healthz()) and h["role"] == "leader", timeout=30, interval=0.2,
+                   what="/healthz to answer leader")
         wait_until(lambda: any(c["name"] == "baton:pf:worker" for c in r.client_list()), timeout=15)
     finally:
         for proc in (web, worker):

@@ -12,38 +12,15 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from election import read_lease
 from tests.conftest import wait_until
-from tests.support.jobs import enqueue_tick, recorded_runs
+from tests.support.jobs import enqueue_tick
 from tests.support.lease import leader_site
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
 from tests.support.web import GUNICORN
-from workers.runs import last_runs
 
 
 def enqueue_slow(shared_redis, prefix, seconds):
     return enqueue_tick(shared_redis.client(decode_responses=False), prefix, "slow", kwargs={"sleep": seconds})
-
-
-def test_sigterm_finishes_the_running_job_then_hands_over(web, shared_redis, prefix):
-    r = shared_redis.client()
-    a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
-    b = web("b", shared_redis.url, prefix)
-    wait_until(lambda: b.has("leader_changed"), timeout=15)
-    wait_until(lambda: a.has("worker_start"), timeout=15)
-    enqueue_slow(shared_redis, prefix, 3)
-    wait_until(lambda: a.has("job_start"), timeout=10)
-    report = a.stop()  # SIGTERM to every process of the dyno, twice
-    assert report.clean, report  # every process exited by itself, with 0, before the SIGKILL
-    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
-    runs = recorded_runs(r, prefix)
-    runs = [run for run in runs if run["entry"] == "slow"]  # not the schedule's own */5 entry
-    assert len(runs) == 1 and runs[0]["site"] == "a"  # the job finished on a
-    lines = a.lines
-    job_end = next(i for i, line in enumerate(lines) if "event=job_end" in line)
-    released = next(i for i, line in enumerate(lines) if "event=released" in line)
-    assert job_end < released, "the lease was released before the running job finished"
-    assert a.has("job_was_running=True")
 
 
 def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, shared_redis, prefix):
@@ -230,23 +207,6 @@ def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     enqueue_slow(shared_redis, prefix, 0)  # the new worker runs jobs
     wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=15, what="the job to run")
-
-
-def test_a_job_longer_than_the_grace_is_interrupted_and_the_lease_still_handed_over(web, shared_redis, prefix):
-    r = shared_redis.client()
-    a = web("a", shared_redis.url, prefix, extra_env={"BATON_SHUTDOWN_GRACE": "1"})
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
-    b = web("b", shared_redis.url, prefix)
-    wait_until(lambda: b.has("leader_changed"), timeout=15)
-    wait_until(lambda: a.has("worker_start"), timeout=15)
-    enqueue_slow(shared_redis, prefix, 20)
-    wait_until(lambda: a.has("job_start"), timeout=10)
-    report = a.stop()
-    assert report.clean and report.seconds < 20  # the grace, not the job's 20 s
-    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
-    assert a.has("event=job_interrupted")
-    assert last_runs(r, prefix)["slow"]["outcome"] == "interrupted"
-    assert r.llen(f"{prefix}:test:executions") == 0  # the job did not run to its end
 
 
 def test_tls_redis_with_a_self_signed_certificate_needs_the_documented_setting(web, tls_redis, prefix):
