@@ -272,21 +272,6 @@ def test_a_follower_sites_worker_does_not_warn(web, shared_redis, prefix):
     assert state["state"] == "waiting" and state["leader_site"] == "a"
 
 
-# -- the follower that takes over after a graceful release -----------------------
-
-def test_the_follower_taking_over_after_a_release_does_not_log_a_late_renewal(web, shared_redis, prefix):
-    r = shared_redis.client()
-    a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
-    b = web("b", shared_redis.url, prefix)
-    wait_until(lambda: b.has("leader_changed"), timeout=15)
-    time.sleep(2)  # b has waited several renew intervals (0.2 s) when the release wakes it
-    assert a.stop().clean
-    wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
-    time.sleep(1)  # several renewals of b's term
-    assert not b.has("renewed_late")
-
-
 # -- a container: the image's command as PID 1, `docker compose stop` -------------
 
 def compose_config() -> dict:

@@ -29,9 +29,12 @@ def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, 
     wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
+    time.sleep(2)  # b has waited many renew intervals (0.2 s) when the release wakes it
     assert a.stop().clean
     wait_until(lambda: leader_site(r, prefix) == "b", timeout=5)
     assert a.has("job_was_running=False")
+    time.sleep(1)  # several renewals of b's term: none is late (its term counts from its wait's start)
+    assert not b.has("renewed_late")
     # Now kill b's whole dyno: a newcomer takes over only once the lease expired.
     c = web("c", shared_redis.url, prefix)
     wait_until(lambda: c.has("leader_changed"), timeout=15)
