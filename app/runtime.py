@@ -32,9 +32,9 @@ log = logging.getLogger("baton.web")
 # tells an HTTP worker whether the master is alive.
 STATE_REFRESH_S = 1.0
 
-# How long a stop waits for the scheduler loop to finish enqueuing a tick.
-# Its Redis calls are never cut short, so with Redis frozen this is the time
-# the release is delayed by, when no job runs.
+# How long a stop waits, after the release, for the scheduler loop's thread
+# to end (the demotion before the release already stopped its enqueuing).
+# Its Redis calls are never cut short: with Redis frozen, this bounds them.
 SCHEDULER_STOP_S = 0.5
 
 # The master SIGKILLs its worker this long after the worker's own deadline:

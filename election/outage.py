@@ -38,16 +38,6 @@ class OutageLog:
         self._next_summary = 0.0
         self._summary_every = SUMMARY_FIRST_S
 
-    @property
-    def down(self) -> bool:
-        """True from a failure until the next success."""
-        return self._since is not None
-
-    @property
-    def failures(self) -> int:
-        """Failures in the current outage (0 when Redis answers)."""
-        return self._failures
-
     def failed(self, exc: BaseException, **fields) -> None:
         now = self._clock()
         self._failures += 1
