@@ -7,7 +7,7 @@ here read what it publishes and what is in Redis.
 
 from __future__ import annotations
 
-from flask import Flask, g
+from flask import Flask
 
 from .settings import WebSettings
 
@@ -23,13 +23,5 @@ def create_app(settings: WebSettings | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(ops)
     app.cli.add_command(baton_cli)
-
-    @app.teardown_appcontext
-    def close_redis(_exc):
-        # One short-lived connection per request: an idle HTTP worker holds
-        # none, which keeps the dyno within its connection budget.
-        client = g.pop("baton_redis", None)
-        if client is not None:
-            client.close()
 
     return app

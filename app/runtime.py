@@ -172,6 +172,7 @@ class SiteRuntime:
             "role": "leader" if elector.is_leader else "follower",
             "token": elector.token,
             "redis_ok": elector.redis_ok,
+            "redis_full": elector.redis_full or self.scheduler.redis_full,
             "leader_site": leader.site if leader else None,
             "stopping": self._stopping.is_set(),
             "counters": dict(elector.counters),

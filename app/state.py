@@ -6,9 +6,12 @@ import json
 import os
 import time
 
-from flask import current_app, g
+from flask import current_app
+
+from redis.exceptions import ResponseError
 
 from election import Keys, LeaseCorrupt, read_lease
+from election.outage import OOM_FIX
 from workers.presence import workers
 from workers.runs import last_runs, run_counts
 
@@ -20,11 +23,23 @@ def settings():
     return current_app.extensions["baton"]
 
 
+# Connections one HTTP worker process may hold. gunicorn's sync workers serve
+# one request at a time, so one is used; the second covers a request that
+# finds the first one broken. Kept open between requests: a new connection
+# per request costs a TCP and, on Heroku, a TLS handshake each time.
+WEB_MAX_CONNECTIONS = 2
+
+
 def redis_client():
-    if "baton_redis" not in g:
-        g.baton_redis = settings().core.redis_client("web", socket_timeout=2, socket_connect_timeout=2,
-                                                      decode_responses=True)
-    return g.baton_redis
+    """This app's Redis client, made on first use in each process (a forked
+    HTTP worker gets a fresh pool: redis-py checks the pid)."""
+    app = current_app
+    client = app.extensions.get("baton_redis")
+    if client is None:
+        client = app.extensions["baton_redis"] = settings().core.redis_client(
+            "web", socket_timeout=2, socket_connect_timeout=2, decode_responses=True,
+            max_connections=WEB_MAX_CONNECTIONS)
+    return client
 
 
 def master_state() -> dict | None:
@@ -46,6 +61,20 @@ def redis_reachable() -> bool:
         return bool(redis_client().ping())
     except Exception:
         return False
+
+
+def redis_memory(client, full: bool) -> dict:
+    """How full the shared Redis is (INFO memory), and whether this site's
+    writes are being refused for want of memory. Some managed Redis refuse
+    INFO: then only ``full`` is known."""
+    out = {"full": bool(full), "fix": OOM_FIX if full else None}
+    try:
+        info = client.info("memory")
+    except ResponseError:
+        return out
+    for name in ("used_memory", "maxmemory", "maxmemory_policy"):
+        out[name] = info.get(name)
+    return out
 
 
 def status() -> dict:
@@ -82,6 +111,8 @@ def status() -> dict:
         # Every RQ worker seen lately, of every site: its state says whether
         # it waits for its site to lead, and whether its site competes at all.
         "workers": workers(client, prefix),
-        "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "counters", "worker", "stale")},
+        "redis": redis_memory(client, state.get("redis_full", False)),
+        "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "redis_full", "counters", "worker",
+                                               "stale")},
         "now_ms": int(time.time() * 1000),
     }

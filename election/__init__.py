@@ -11,7 +11,7 @@ Imports only redis-py and the standard library. Typical use::
 from .callbacks import Callbacks
 from .config import ElectionConfig
 from .elector import Elector, Term
-from .errors import LeaseCorrupt
+from .errors import LeaseCorrupt, RedisFull
 from .identity import Identity
 from .keys import Keys
 from .lease import Acquired, Lease, Woken, read_lease, request_step_down
@@ -26,6 +26,7 @@ __all__ = [
     "Keys",
     "Lease",
     "LeaseCorrupt",
+    "RedisFull",
     "LeaseRecord",
     "Term",
     "Woken",

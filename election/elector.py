@@ -183,6 +183,12 @@ class Elector:
         return self._redis_ok
 
     @property
+    def redis_full(self) -> bool:
+        """True while Redis refuses this elector's writes for want of memory
+        (a follower cannot start a term; a leader's renewal needs none)."""
+        return self._outage.full
+
+    @property
     def lease(self) -> Lease:
         return self._lease
 

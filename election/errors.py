@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from redis.exceptions import OutOfMemoryError
+
 
 class LeaseCorrupt(Exception):
     """A Baton key holds something Baton did not write (wrong type, missing
@@ -21,3 +23,11 @@ class LeaseCorrupt(Exception):
         else:
             self.fix = f"it never expires; inspect it, then remove it: redis-cli DEL {key}"
         super().__init__(f"{key}: {problem} ({self.fix})")
+
+
+class RedisFull(OutOfMemoryError):
+    """Redis refused a write that needs memory: it reached ``maxmemory`` and
+    its policy evicts nothing (``noeviction``, Heroku's Mini plan). No new
+    term can start until memory is freed; a leader keeps renewing (its
+    renewal needs none). A RedisError, so every retry loop handles it, and
+    told apart from an outage by election.outage."""

@@ -44,6 +44,12 @@ class Keys:
         return f"{self.prefix}:lease:step-down"
 
     @property
+    def elected_channel(self) -> str:
+        """Pub/sub channel: every new term is published here (message: the
+        site), so waiting workers learn of their site's election by push."""
+        return f"{self.prefix}:lease:elected"
+
+    @property
     def waiters(self) -> str:
         """Followers waiting for a release (zset: holder -> end of its wait, ms)."""
         return f"{self.prefix}:lease:waiters"
@@ -70,14 +76,29 @@ class Keys:
         return f"{self.prefix}:runs"
 
     @property
+    def run_log(self) -> str:
+        """Recent runs of every entry, newest last (a capped stream)."""
+        return f"{self.prefix}:run-log"
+
+    @property
+    def failures(self) -> str:
+        """The last failed run of every entry, with its error (hash: entry -> JSON)."""
+        return f"{self.prefix}:failures"
+
+    @property
     def run_counts(self) -> str:
         """Runs by entry and outcome (hash: '<entry>:<outcome>' -> count)."""
         return f"{self.prefix}:run-counts"
 
     @property
     def fence_marks(self) -> str:
-        """The highest token that wrote each fenced key (hash)."""
+        """Where fence marks were kept before they had a key each (hash,
+        read and emptied by fenced writes; see fence_mark)."""
         return f"{self.prefix}:fence-marks"
+
+    def fence_mark(self, key: str) -> str:
+        """The highest token that wrote the fenced ``key``; expires with it."""
+        return f"{self.prefix}:fence-mark:{key}"
 
     @property
     def workers(self) -> str:

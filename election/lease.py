@@ -20,7 +20,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
 from . import scripts
-from .errors import LeaseCorrupt
+from .errors import LeaseCorrupt, RedisFull
 from .identity import Identity
 from .keys import Keys
 from .record import LeaseRecord
@@ -89,9 +89,12 @@ _RELEASE = _Script(scripts.RELEASE)
 _READ = _Script(scripts.READ)
 
 
-def _record(flat: list, pttl_ms: int) -> LeaseRecord:
+def _record(flat: list, pttl_ms: int, key: str) -> LeaseRecord:
     fields = dict(zip(flat[::2], flat[1::2]))
-    return LeaseRecord.from_fields(fields, pttl_ms)
+    try:
+        return LeaseRecord.from_fields(fields, pttl_ms)
+    except ValueError as exc:  # the scripts check the same; a second line of defence
+        raise LeaseCorrupt(key, str(exc), pttl_ms) from None
 
 
 def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | None":
@@ -108,7 +111,7 @@ def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | Non
         return None
     if reply[0] == "corrupt":
         raise Lease._corrupt(reply)
-    return _record(reply[2:], int(reply[1]))
+    return _record(reply[2:], int(reply[1]), keys.lease)
 
 
 def request_step_down(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | None":
@@ -241,7 +244,7 @@ class Lease:
         return self._acquire_outcome(self._script(_ACQUIRE, keys, args, timeout=timeout))
 
     def _acquire_keys_args(self, token_floor: int) -> tuple:
-        keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters]
+        keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters, self.keys.elected_channel]
         args = [self.identity.holder, self.identity.site, self.ttl_ms, int(token_floor),
                 self.history_maxlen, WAITER_GRACE_MS]
         return keys, args
@@ -251,7 +254,9 @@ class Lease:
             return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4])
         if reply[0] == "corrupt":
             raise self._corrupt(reply)
-        return _record(reply[2:], int(reply[1]))
+        if reply[0] == "oom":
+            raise RedisFull(reply[1])
+        return _record(reply[2:], int(reply[1]), self.keys.lease)
 
     def renew(self, token: int, timeout=None) -> "int | str | None":
         """Extend the lease by its ttl if still held under ``token``. Returns
@@ -295,7 +300,7 @@ class Lease:
             return None
         if reply[0] == "corrupt":
             raise self._corrupt(reply)
-        return _record(reply[2:], int(reply[1]))
+        return _record(reply[2:], int(reply[1]), self.keys.lease)
 
     def wait_then_acquire(self, timeout: float, token_floor: int = 0, socket_margin: float = 2.0) -> Woken:
         """Block until a release is signalled or ``timeout`` s pass (BLPOP),

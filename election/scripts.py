@@ -30,6 +30,13 @@ end
 # field, a lease with no TTL (someone typed SET or HSET by hand) — is reported
 # as corrupt and left alone.
 _INSPECT_LEASE = _NOW_MS + """
+-- Decimal digits only, as Baton writes them: Lua's tonumber also takes
+-- '1.5', '0x10', '1e3' and 'inf', which Python's int() (every reader of the
+-- lease) refuses. 18 digits stay exact in Lua's doubles.
+local function is_integer(value)
+  return string.len(value) <= 18 and string.match(value, '^%%-?%%d+$') ~= nil
+end
+
 local function inspect_lease(key)
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then return {'none'} end
@@ -44,7 +51,9 @@ local function inspect_lease(key)
     if fields[name] == nil then return {'corrupt', 'missing field ' .. name, pttl} end
   end
   for _, name in ipairs({%(numeric)s}) do
-    if tonumber(fields[name]) == nil then return {'corrupt', 'non-numeric field ' .. name, pttl} end
+    if not is_integer(fields[name]) then
+      return {'corrupt', 'field ' .. name .. ' is not a whole number: ' .. string.sub(fields[name], 1, 40), pttl}
+    end
   end
   if pttl < 0 then return {'corrupt', 'no TTL', pttl} end
   return {'held', pttl, flat, fields}
@@ -68,9 +77,9 @@ local function note_waiter(waiters, holder, now, until_ms)
   local kind = redis.call('TYPE', waiters)['ok']
   if kind ~= 'zset' and kind ~= 'none' then return end
   redis.call('ZREMRANGEBYSCORE', waiters, '-inf', '(' .. now)
-  redis.call('ZADD', waiters, until_ms, holder)
+  redis.pcall('ZADD', waiters, until_ms, holder)  -- refused (OOM) when Redis is full: not noted, still correct
   local last = redis.call('ZRANGE', waiters, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIREAT', waiters, last[2])
+  if last[2] then redis.call('PEXPIREAT', waiters, last[2]) end
 end
 
 local function forget_waiter(waiters, holder)
@@ -78,13 +87,16 @@ local function forget_waiter(waiters, holder)
 end
 """
 
-# ACQUIRE — take the lease if nobody holds it.
-# KEYS: lease, fence, history, waiters.
+# ACQUIRE — take the lease if nobody holds it, and publish the new term's
+# site on the elected channel (PUBLISH needs no memory and no subscriber):
+# workers waiting for their site to lead wake on it instead of polling.
+# KEYS: lease, fence, history, waiters, elected channel.
 # ARGV: holder, site, ttl_ms, token_floor, history_maxlen, waiter_grace_ms.
 # Replies:
 #   {'acquired', token, now_ms, event, history_error}
 #   {'held', pttl, field, value, ...}          someone else's lease, as HGETALL
 #   {'corrupt', key, problem, pttl}
+#   {'oom', error}                             Redis is full: no term can start
 # A candidate told 'held' is noted as a waiter until the lease's expiry plus
 # waiter_grace_ms (the time it takes to come back and ask again).
 # A lease already held by this very candidate (the reply to an earlier
@@ -96,7 +108,7 @@ end
 # The history entry says 'takeover' when the previous term ended without a
 # release or step-down, i.e. the lease expired under its holder.
 ACQUIRE = _INSPECT_LEASE + _WAITERS + """
-local lease, fence, history, waiters = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lease, fence, history, waiters, elected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local holder, site, ttl_ms, floor, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
 local state = inspect_lease(lease)
@@ -119,6 +131,9 @@ if fence_kind ~= 'none' and fence_kind ~= 'string' then
 end
 local token = redis.pcall('INCR', fence)
 if type(token) == 'table' then
+  -- INCR is the first write of a new term: a full Redis (maxmemory with
+  -- noeviction) refuses it before anything changed. That is not junk.
+  if string.sub(token['err'], 1, 3) == 'OOM' then return {'oom', token['err']} end
   return {'corrupt', fence, 'not an integer', redis.call('PTTL', fence)}
 end
 if token <= floor then
@@ -131,6 +146,7 @@ local now = now_ms()
 redis.call('HSET', lease, 'holder', holder, 'site', site, 'token', token,
            'acquired_at', now, 'renewed_at', now, 'ttl_ms', ttl_ms)
 redis.call('PEXPIRE', lease, ttl_ms)
+redis.call('PUBLISH', elected, site)
 
 local entry = {'event', event, 'holder', holder, 'site', site, 'token', token}
 if event == 'acquired' then
@@ -154,7 +170,12 @@ return {'acquired', token, now, entry[2], history_error}
 """
 
 # RENEW — extend the lease, only if the caller still holds it under the same
-# token. Replies {'renewed', now_ms}, {'lost', current_holder_or_empty}, or
+# token. It must work when Redis is full (maxmemory with noeviction, where
+# Redis refuses a script's first write if that command may need memory):
+# PEXPIRE needs none and goes first, and once a script has written, Redis
+# lets the rest of it run, so the HSET of renewed_at (an overwrite in place)
+# follows; pcall keeps a refusal from costing the renewal anyway.
+# Replies {'renewed', now_ms}, {'lost', current_holder_or_empty}, or
 # {'step_down'} when an operator asked this holder to step down (the
 # step-down key names it): the leader then demotes itself first and releases
 # after, so a step-down asked from anywhere (a one-off dyno, another web
@@ -172,8 +193,8 @@ if redis.call('TYPE', KEYS[2])['ok'] == 'string' and redis.call('GET', KEYS[2]) 
   return {'step_down'}
 end
 local now = now_ms()
-redis.call('HSET', lease, 'renewed_at', now)
 redis.call('PEXPIRE', lease, ARGV[3])
+redis.pcall('HSET', lease, 'renewed_at', now)
 return {'renewed', now}
 """
 

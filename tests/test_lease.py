@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from election import Acquired, Identity, Lease, LeaseCorrupt, LeaseRecord
+from election import Acquired, Identity, Lease, LeaseCorrupt, LeaseRecord, read_lease
 
 TTL_MS = 5000
 
@@ -202,7 +202,7 @@ def test_history_records_acquire_release_stepdown_and_takeover(lease_for, r, pre
         (lambda r, k: r.set(k, "x", px=60000), "wrong type string"),
         (lambda r, k: r.hset(k, mapping={"holder": "x"}), "missing field site"),
         (lambda r, k: r.hset(k, mapping={"holder": "x", "site": "x", "token": "seven", "acquired_at": 1,
-                                         "renewed_at": 1, "ttl_ms": 1}), "non-numeric field token"),
+                                         "renewed_at": 1, "ttl_ms": 1}), "field token is not a whole number"),
         (lambda r, k: r.hset(k, mapping={"holder": "x", "site": "x", "token": 1, "acquired_at": 1,
                                          "renewed_at": 1, "ttl_ms": 1}), "no TTL"),
     ],
@@ -220,6 +220,22 @@ def test_junk_at_the_lease_key_is_reported_and_left_alone(lease_for, r, prefix, 
     assert a.renew(1) is None and a.release(1, "x") == (False, [])
     after = (r.type(key), r.dump(key), r.pttl(key))
     assert after[:2] == before[:2] and (after[2] == -1) == (before[2] == -1)
+
+
+@pytest.mark.parametrize("token", ["1.5", "0x10", "1e3", "inf", " 12", "1_000", "-", "99999999999999999999"])
+def test_a_token_only_lua_reads_as_a_number_is_junk_too(lease_for, r, prefix, token):
+    """Lua's tonumber takes these, Python's int() does not (or not as Baton
+    wrote them): every reader reports them like any corrupt lease, nobody
+    crashes on a ValueError."""
+    key = f"{prefix}:lease"
+    r.hset(key, mapping={"holder": "x/web.1/b", "site": "x", "token": token, "acquired_at": 1,
+                         "renewed_at": 1, "ttl_ms": 60000})
+    r.pexpire(key, 60000)
+    a = lease_for("a")
+    for operation in (a.acquire, a.read, lambda: read_lease(r, prefix)):
+        with pytest.raises(LeaseCorrupt, match="field token is not a whole number"):
+            operation()
+    assert r.hget(key, "token") == token
 
 
 def test_junk_fence_is_reported_not_overwritten(lease_for, r, prefix):

@@ -16,6 +16,7 @@ from rq import Queue, SimpleWorker, Worker
 from tests.support.jobs import recorded_runs as executions
 from election import Keys
 from workers.entries import Entry, rq_queue_name
+from workers.claims import parse_ledger_value
 from workers.orphans import MAX_REQUEUES, STUCK_AFTER_S, OrphanSweep
 from workers.scheduler import TickScheduler
 
@@ -57,7 +58,7 @@ def sweep(raw, prefix, clock):
 
 def enqueue_tick(scheduler, entry=GRACE_ENTRY):
     tick = float(int(time.time()))
-    scheduler._enqueue(entry, tick)
+    scheduler.enqueue([(entry, tick)])
     return f"{scheduler.prefix}-{entry.name}-{round(tick * 1000)}"
 
 
@@ -79,7 +80,10 @@ def sweep_until_requeued(sweep, clock):
 
 def test_enqueue_and_ledger_go_together_and_a_run_leaves_the_ledger(raw, prefix, scheduler):
     job_id = enqueue_tick(scheduler)
-    assert raw.hgetall(Keys(prefix).ledger) == {job_id.encode(): rq_queue_name(prefix, "baton").encode()}
+    ledger = raw.hgetall(Keys(prefix).ledger)
+    assert list(ledger) == [job_id.encode()]
+    queue_name, deadline = parse_ledger_value(ledger[job_id.encode()].decode())
+    assert queue_name == rq_queue_name(prefix, "baton") and deadline == int(job_id.rsplit("-", 1)[1]) / 1000 + 300
     run_queued_jobs(raw, prefix)
     assert [e["tick"] for e in executions(raw, prefix)] == [int(job_id.rsplit("-", 1)[1]) / 1000]
     assert raw.hgetall(Keys(prefix).ledger) == {}
@@ -136,7 +140,8 @@ def test_waiting_started_and_finished_jobs_are_left_alone(raw, prefix, scheduler
     assert raw.lrange(queue(raw, prefix).key, 0, -1) == [waiting.encode()]
     assert raw.lrange(queue(raw, prefix, "other").key, 0, -1) == []
     assert sweep.requeued == 0
-    raw.delete(f"rq:job:{waiting}")  # someone emptied the queue by hand
+    raw.delete(f"rq:job:{waiting}")  # someone deleted the job by hand; a worker skips its id
+    raw.lpop(queue(raw, prefix).key)
     assert sweep.sweep() == {waiting: "gone"}
     assert raw.hgetall(Keys(prefix).ledger) == {}
 
@@ -151,7 +156,7 @@ def test_a_job_that_ended_without_a_claim_leaves_the_ledger(raw, prefix, schedul
 
 def test_a_tick_too_late_to_run_leaves_the_ledger(raw, prefix, scheduler):
     tick = time.time() - 5
-    scheduler._enqueue(Entry("late", "tests.support.jobs:record_tick", every=1, grace=1), tick)
+    scheduler.enqueue([(Entry("late", "tests.support.jobs:record_tick", every=1, grace=1), tick)])
     run_queued_jobs(raw, prefix)
     assert executions(raw, prefix) == []
     assert raw.hgetall(Keys(prefix).ledger) == {}

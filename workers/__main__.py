@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from election import Callbacks, Elector, Lease
 from election.logfmt import configure_stdout_logging, log_event
+from election.backoff import Backoff
 from election.outage import OutageLog
 
 from .entries import ScheduleError, rq_queue_name
@@ -33,6 +34,13 @@ log = logging.getLogger("baton.workers")
 # While Redis does not answer, a starting worker asks again this often: it
 # starts within this of Redis coming back.
 WAIT_FOR_REDIS_S = 0.5
+
+# A worker generation that ends on an error (a Redis that refuses writes for
+# want of memory fails every start at once) is followed by the next one after
+# a delay that doubles from WAIT_FOR_REDIS_S up to this; one that ran this
+# long counts as healthy and resets the delay.
+RESTART_DELAY_MAX_S = 5.0
+HEALTHY_GENERATION_S = 30.0
 
 
 def run_worker(settings: Settings, entries) -> int:
@@ -58,16 +66,17 @@ def run_worker(settings: Settings, entries) -> int:
     connection = settings.redis_client("worker")
     outage = OutageLog(log, identity.site, "worker")
     name = f"{settings.prefix}-{identity.site}-{identity.dyno}-{identity.boot}"
+    restart_delay = Backoff(WAIT_FOR_REDIS_S, RESTART_DELAY_MAX_S)
     for generation in itertools.count():
         _exit_on_stop_signals()
         while True:
             try:
-                connection.ping()
-                outage.succeeded()
+                connection.ping()  # answers in a full Redis too: recovery is told by a generation that lasts
                 break
             except RedisError as exc:
                 outage.failed(exc)
                 time.sleep(WAIT_FOR_REDIS_S)
+        started = time.monotonic()
         worker = LeaderGatedWorker(
             queues, connection=connection, name=name if generation == 0 else f"{name}-{generation}",
             site=identity.site, prefix=settings.prefix, shutdown_grace=settings.shutdown_grace,
@@ -82,8 +91,13 @@ def run_worker(settings: Settings, entries) -> int:
         if worker.stopping:
             log_event(log, logging.INFO, "worker_exit", site=identity.site)
             return 0
+        if time.monotonic() - started >= HEALTHY_GENERATION_S:
+            restart_delay.reset()
+            outage.succeeded()
+        delay = restart_delay.next()
         log_event(log, logging.WARNING, "worker_restarting", site=identity.site, generation=generation + 1,
-                  reason="RQ's loop quit on an error (see the line before)")
+                  reason="RQ's loop quit on an error (see the line before)", in_s=round(delay, 2))
+        time.sleep(delay)
 
 
 def _exit_on_stop_signals() -> None:

@@ -18,6 +18,17 @@ keeps every tick at most once, so the sweep can afford to be quick.
 A tick whose function had started (claimed) when its worker died is not run
 again — at most once wins; RQ moves that job to its failed registry as
 abandoned.
+
+The same sweep clears ticks that nobody started by their deadline (tick +
+grace, kept in the ledger): no worker consumes (all down, crash-looping, or
+a worker dyno whose site never leads), so the queue, the ledger and the job
+hashes would otherwise grow by one per tick. Each is recorded as an
+``expired`` run (reason ``not_started``) and removed from its queue.
+
+Cost: a sweep reads the ledger once and each of its queues once (LRANGE) —
+O(N) in the backlog, a few commands whatever its size — and runs the atomic
+checks below only for the few jobs not found in their queue, and for the
+expired. A large backlog is swept less often (``SWEEP_DUTY``).
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ from rq.job import Job
 
 from election import Keys
 from election.logfmt import log_event
+
+from .claims import parse_ledger_value
+from .runs import record_run
 
 log = logging.getLogger("baton.orphans")
 
@@ -50,6 +64,15 @@ SWEEP_INTERVAL_S = 5.0
 # many times, then left to RQ (and reported): a loop must never be endless.
 MAX_REQUEUES = 3
 
+# A tick is cleared this long after its deadline, measured on the leader's
+# clock: a worker on another dyno checks the same deadline on its own clock,
+# and NTP keeps dynos within milliseconds; 30 s is far beyond that.
+EXPIRE_SLACK_S = 30.0
+
+# A sweep that took t seconds is not repeated for SWEEP_DUTY * t: the sweep
+# of a 100k-tick backlog never takes more than ~2 % of Redis's time.
+SWEEP_DUTY = 50
+
 
 # SETTLE — decide, in one atomic step, where a ledger entry's job is, and
 # requeue it if it was taken and never started. Atomic so that a job a worker
@@ -63,7 +86,11 @@ local ledger, job, claim, queue, intermediate, started = KEYS[1], KEYS[2], KEYS[
 local id = ARGV[1]
 if redis.call('EXISTS', claim) == 1 then redis.call('HDEL', ledger, id) return 'started' end
 local status = redis.call('HGET', job, 'status')
-if not status then redis.call('HDEL', ledger, id) return 'gone' end
+if not status then
+  redis.call('HDEL', ledger, id)
+  redis.call('LREM', queue, 1, id)  -- its hash expired (RQ's ttl) while queued: no id left behind
+  return 'gone'
+end
 if status ~= 'queued' and status ~= 'started' then redis.call('HDEL', ledger, id) return 'ended' end
 if redis.call('LPOS', queue, id) then return 'waiting' end
 if ARGV[2] ~= '1' then return 'taken' end
@@ -81,6 +108,23 @@ redis.call('LPUSH', queue, id)
 return 'requeued'
 """
 
+# EXPIRE_TICK — clear a tick nobody started by its deadline: out of the
+# ledger, out of its queue (LREM from the head, where the oldest ticks are),
+# its job hash deleted. Atomic, so a job a worker claims meanwhile is left be.
+# KEYS: ledger, job hash, run claim, queue list.  ARGV: job id.
+# Replies: started (claimed after all), ended (a worker has it), expired.
+EXPIRE_TICK = """
+local ledger, job, claim, queue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local id = ARGV[1]
+redis.call('HDEL', ledger, id)
+if redis.call('EXISTS', claim) == 1 then return 'started' end
+local status = redis.call('HGET', job, 'status')
+if status and status ~= 'queued' then return 'ended' end
+redis.call('LREM', queue, 1, id)
+if status then redis.call('DEL', job) end
+return 'expired'
+"""
+
 
 class OrphanSweep:
     """The leader's sweep of the ledger (see the module docstring).
@@ -90,17 +134,22 @@ class OrphanSweep:
     every new term, so an observation from an earlier term never counts.
     """
 
-    def __init__(self, connection, prefix: str, site: str = "", clock: Callable[[], float] = time.monotonic):
+    def __init__(self, connection, prefix: str, site: str = "", clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time):
         self.connection = connection  # RQ's: without decode_responses
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.site = site
         self._clock = clock
+        self._wall_clock = wall_clock
         self._settle = connection.register_script(SETTLE)
+        self._expire = connection.register_script(EXPIRE_TICK)
         self._taken_since: Dict[str, float] = {}
         self._next_sweep = 0.0
         self._junk_reported = False
         self.requeued = 0
+        self.expired = 0
+        self.last_sweep_s = 0.0
 
     def restart(self) -> None:
         """A new term: sweep at once, from no observations."""
@@ -118,8 +167,9 @@ class OrphanSweep:
         return self.due_in()
 
     def sweep(self) -> Dict[str, str]:
-        """Look at every ledger entry once; returns {job id: SETTLE's reply}."""
-        now = self._clock()
+        """Look at every ledger entry once; returns {job id: what was found}:
+        ``waiting`` (in its queue), or SETTLE's or EXPIRE_TICK's reply."""
+        now, started = self._clock(), time.monotonic()
         self._next_sweep = now + SWEEP_INTERVAL_S
         try:
             ledger = self.connection.hgetall(self.keys.ledger)
@@ -127,19 +177,46 @@ class OrphanSweep:
             self.report_junk(exc)
             return {}
         self._junk_reported = False
-        entries = {_text(job_id): _text(queue) for job_id, queue in ledger.items()}
+        entries = {_text(job_id): parse_ledger_value(_text(value)) for job_id, value in ledger.items()}
         self._taken_since = {j: t for j, t in self._taken_since.items() if j in entries}
         if not entries:
             return {}
+        cutoff = self._wall_clock() - EXPIRE_SLACK_S
+        expired = {j: q for j, (q, deadline) in entries.items() if deadline is not None and deadline < cutoff}
+        live = {j: q for j, (q, _deadline) in entries.items() if j not in expired}
+        outcome = self._settle_missing(live, now)
+        outcome.update(self._expire_all(expired))
+        if self._taken_since:
+            self._next_sweep = min(self._next_sweep, min(self._taken_since.values()) + STUCK_AFTER_S)
+        self.last_sweep_s = time.monotonic() - started
+        self._next_sweep = max(self._next_sweep, now + SWEEP_DUTY * self.last_sweep_s)
+        return outcome
+
+    def _settle_missing(self, live: Dict[str, str], now: float) -> Dict[str, str]:
+        """SETTLE the live entries that are not in their queue (one LRANGE per queue)."""
+        if not live:
+            return {}
+        names = sorted(set(live.values()))
         with self.connection.pipeline(transaction=False) as pipe:
-            for job_id, queue_name in entries.items():
+            for name in names:
+                pipe.lrange(Queue(name, connection=self.connection).key, 0, -1)
+            listed = dict(zip(names, pipe.execute(raise_on_error=False)))
+        waiting = {name: set() if isinstance(ids, Exception) else {_text(i) for i in ids}
+                   for name, ids in listed.items()}
+        missing = [(j, q) for j, q in live.items() if j not in waiting[q]]
+        missing_ids = {j for j, _q in missing}
+        self._taken_since = {j: t for j, t in self._taken_since.items() if j in missing_ids}
+        outcome = {j: "waiting" for j in live if j not in missing_ids}
+        if not missing:
+            return outcome
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id, queue_name in missing:
                 seen = self._taken_since.get(job_id)
                 may_requeue = seen is not None and now - seen >= STUCK_AFTER_S
                 self._settle(keys=self._keys(job_id, queue_name), args=[job_id, "1" if may_requeue else "0", MAX_REQUEUES],
                              client=pipe)
             replies = pipe.execute(raise_on_error=False)
-        outcome = {}
-        for (job_id, queue_name), reply in zip(entries.items(), replies):
+        for (job_id, queue_name), reply in zip(missing, replies):
             if isinstance(reply, Exception):
                 log_event(log, logging.WARNING, "orphan_check_failed", job_id=job_id, queue=queue_name,
                           error=f"{type(reply).__name__}: {reply}")
@@ -156,9 +233,43 @@ class OrphanSweep:
             elif state == "given_up":
                 log_event(log, logging.ERROR, "orphan_given_up", site=self.site, job_id=job_id, queue=queue_name,
                           requeues=MAX_REQUEUES, fix="see the worker logs: it dies before the job starts")
-        if self._taken_since:
-            self._next_sweep = min(self._next_sweep, min(self._taken_since.values()) + STUCK_AFTER_S)
         return outcome
+
+    def _expire_all(self, expired: Dict[str, str]) -> Dict[str, str]:
+        """Clear ticks past their deadline, and record each as not started."""
+        if not expired:
+            return {}
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id, queue_name in expired.items():
+                self._expire(keys=self._keys(job_id, queue_name)[:4], args=[job_id], client=pipe)
+            replies = pipe.execute(raise_on_error=False)
+        outcome, cleared = {}, []
+        for (job_id, queue_name), reply in zip(expired.items(), replies):
+            if isinstance(reply, Exception):
+                log_event(log, logging.WARNING, "expiry_failed", job_id=job_id, queue=queue_name,
+                          error=f"{type(reply).__name__}: {reply}")
+                continue
+            outcome[job_id] = state = _text(reply)
+            if state == "expired":
+                cleared.append(job_id)
+        for job_id in cleared:
+            entry, tick = self._entry_and_tick(job_id)
+            record_run(self.connection, self.prefix, entry, tick=tick, site=self.site, outcome="expired",
+                       reason="not_started", job_id=job_id)
+        if cleared:
+            self.expired += len(cleared)
+            log_event(log, logging.WARNING, "ticks_expired_unstarted", site=self.site, count=len(cleared),
+                      first=cleared[0], reason="no worker started them within their grace",
+                      fix="check that a worker of the leading site runs (/status: workers)")
+        return outcome
+
+    def _entry_and_tick(self, job_id: str) -> tuple:
+        """A tick job's id is ``{prefix}-{entry}-{epoch ms}`` (ticks.tick_id)."""
+        name, _, millis = job_id[len(self.prefix) + 1:].rpartition("-")
+        try:
+            return name, int(millis) / 1000
+        except ValueError:
+            return job_id, None
 
     def _keys(self, job_id: str, queue_name: str):
         queue = Queue(queue_name, connection=self.connection)

@@ -20,6 +20,8 @@ from rq.job import JobStatus
 from election import Keys
 from election.logfmt import log_event
 
+from .claims import add_to_ledger
+
 log = logging.getLogger("baton.worker")
 
 # A tick interrupted this many times is not put back again: a job that never
@@ -41,11 +43,13 @@ def rerun(connection, prefix: str, job, site: str = "") -> bool:
     keys = Keys(prefix)
     job.meta["baton_reruns"] = reruns + 1
     job.save_meta()
+    tick, grace = job.args[1], job.args[6]  # run_tick's arguments
     with connection.pipeline() as pipe:  # one MULTI
         pipe.delete(keys.run_claim(job.id))
-        pipe.hset(keys.ledger, job.id, job.origin)
+        add_to_ledger(pipe, prefix, job.id, job.origin, tick + grace)
         pipe.execute()
     job.requeue(at_front=True)
+    connection.persist(job.key)  # RQ gave the failed job an expiry; the sweep clears it if it never starts
     log_event(log, logging.WARNING, "tick_requeued", site=site, job_id=job.id, queue=job.origin,
               rerun=reruns + 1, reason="interrupted by a shutdown; on_interrupt=rerun")
     return True

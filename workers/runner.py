@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import traceback
 import threading
 import time
 
@@ -30,7 +31,7 @@ from rq import get_current_job
 from election import read_lease
 from election.logfmt import log_event
 
-from .claims import claim, leave_ledger
+from .claims import claim, claim_ttl, leave_ledger
 from .context import RunContext, reset_current_run, set_current_run
 from .entries import STOP, resolve
 from .runs import record_run
@@ -132,7 +133,7 @@ def _run_tick(interrupts, entry_name, tick, tick_id, func_path, args, kwargs, gr
                    started_at=started, lateness_ms=round(lateness * 1000), duration_ms=0, job_id=job.id)
         log_event(log, logging.WARNING, "tick_expired", entry=entry_name, tick=tick, lateness_ms=round(lateness * 1000))
         return "expired"
-    if not claim(connection, prefix, tick_id, f"{site}:{token}"):
+    if not claim(connection, prefix, tick_id, f"{site}:{token}", claim_ttl(tick + grace, started)):
         log_event(log, logging.WARNING, "tick_duplicate", entry=entry_name, tick=tick, job_id=job.id)
         return "duplicate"
     func = resolve(func_path, f"schedule entry {entry_name!r}")
@@ -144,7 +145,7 @@ def _run_tick(interrupts, entry_name, tick, tick_id, func_path, args, kwargs, gr
     watch = _LeaseWatch(connection, prefix, site, token, entry_name, stop_job)
     watch.start()
     context_token = set_current_run(RunContext(entry_name, tick, site, token, prefix, connection))
-    outcome = "failed"
+    outcome, error = "failed", None
     try:
         if interrupts.requested:  # before the function began: it never runs
             raise JobInterrupted("the worker was stopping before the job began")
@@ -161,6 +162,9 @@ def _run_tick(interrupts, entry_name, tick, tick_id, func_path, args, kwargs, gr
     except JobInterrupted:
         outcome = "interrupted"
         raise
+    except Exception as exc:  # RQ files the job as failed; the run record keeps why
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        raise
     finally:
         watch.done.set()
         reset_current_run(context_token)
@@ -169,6 +173,7 @@ def _run_tick(interrupts, entry_name, tick, tick_id, func_path, args, kwargs, gr
         duration = time.time() - started
         record_run(connection, prefix, entry_name, tick=tick, site=site, token=token, outcome=outcome,
                    started_at=started, lateness_ms=round(lateness * 1000),
-                   duration_ms=round(duration * 1000), job_id=job.id)
+                   duration_ms=round(duration * 1000), job_id=job.id, error=error)
         log_event(log, logging.INFO if outcome == "succeeded" else logging.WARNING, "job_end", entry=entry_name,
-                  site=site, token=token, outcome=outcome, duration_ms=round(duration * 1000))
+                  site=site, token=token, outcome=outcome, duration_ms=round(duration * 1000),
+                  **({"error": error.splitlines()[0]} if error else {}))

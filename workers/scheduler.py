@@ -4,9 +4,11 @@ Runs on its own thread (rq-scheduler's ``Scheduler.run()`` needs the main
 thread). While this site leads it sleeps until the soonest entry falls due —
 woken early by an election change or stop(), never a fixed poll — then, for
 each due entry, decides which ticks to run (ticks.plan: missed-tick policy and
-grace), enqueues one RQ job per tick with a deterministic id, and advances the
-entry's slot with a compare-and-set. A tick enqueued twice (two schedulers
-ever active at once, or a crash between enqueue and advance) still runs once:
+grace), enqueues one RQ job per tick with a deterministic id — all the
+ticks of one wake-up built just before their time and sent in one MULTI
+(batch.py) — and advances each entry's slot with a compare-and-set. A tick
+enqueued twice (two schedulers ever active at once, or a crash between
+enqueue and advance) still runs once:
 the job claims its tick before running (runner.py). While it leads, the loop
 also sweeps for tick jobs a dead worker took and never started, and puts them
 back (orphans.py).
@@ -17,29 +19,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
 
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.job import Job
 
 from election.backoff import Backoff
 from election.logfmt import log_event
 from election.outage import OutageLog
 
-from .claims import add_to_ledger
-from .entries import rq_queue_name
+from .batch import TickBatch, iso
 from .orphans import OrphanSweep
-from .runner import run_tick
+from .runs import prune_runs
 from .store import ScheduleStore
-from .ticks import grace_of, plan, tick_id
+from .ticks import plan
 
 log = logging.getLogger("baton.scheduler")
 
-# Results of tick jobs are kept a day for RQ's registries and dashboards;
-# failures a week. The per-entry last run lives in {prefix}:runs regardless.
-RESULT_TTL_S = 24 * 3600
-FAILURE_TTL_S = 7 * 24 * 3600
+# Ticks are built this long before they fall due (workers/batch.py) — twice
+# what the last build took, within these bounds: a few ms for a handful of
+# entries, ~0.2 s for a thousand due in the same second.
+MIN_PREPARE_AHEAD_S = 0.005
+MAX_PREPARE_AHEAD_S = 2.0
 
 
 class TickScheduler:
@@ -59,7 +58,13 @@ class TickScheduler:
         self._backoff = Backoff(0.05, 2.0)
         self._outage = OutageLog(log, site, "scheduler")
         self.orphans = OrphanSweep(connection, prefix, site)
+        self._prepare_ahead = MIN_PREPARE_AHEAD_S
         self.enqueued = 0
+
+    @property
+    def redis_full(self) -> bool:
+        """True while Redis refuses the enqueues for want of memory."""
+        return self._outage.full
 
     # election callbacks ------------------------------------------------------
 
@@ -98,13 +103,15 @@ class TickScheduler:
                     continue
                 if self._written_for != self._term_token:
                     changes = self.store.write(list(self.entries.values()))
+                    pruned = prune_runs(self.connection, self.prefix, self.entries)
                     self._written_for = self._term_token
                     self.orphans.restart()
                     log_event(log, logging.INFO, "schedule_written", site=self.site, token=self._term_token,
+                              **({"pruned_run_records": pruned} if pruned else {}),
                               **{name: what for name, what in sorted(changes.items())})
                 soonest = self._fire_due()
                 sweep_in = self.orphans.sweep_if_due() if self._leading() else None
-                wait = None if soonest is None else soonest - time.time()  # after the sweep's round trip
+                wait = None if soonest is None else soonest - self._prepare_ahead - time.time()
                 if sweep_in is not None:
                     wait = sweep_in if wait is None else min(wait, sweep_in)
                 self._backoff.reset()
@@ -120,59 +127,52 @@ class TickScheduler:
                 self._stopping.wait(self._backoff.next())
 
     def _fire_due(self):
-        """Enqueue every due tick; return the soonest next run time."""
-        soonest = None
-        for name, scheduled in self.store.slots():
-            entry = self.entries.get(name)
-            if entry is None:
-                continue  # written by another version of the schedule; the next write removes it
-            now = time.time()
-            if scheduled <= now:
-                if not self._leading():
-                    return None
-                run, skipped, following = plan(entry, scheduled, now, self.zone)
-                for tick in run:
-                    self._enqueue(entry, tick)
-                if skipped:
-                    log_event(log, logging.WARNING, "ticks_skipped", entry=name, count=len(skipped),
-                              policy=entry.missed, first=_iso(skipped[0]), last=_iso(skipped[-1]))
-                if not self.store.advance(name, scheduled, following):
-                    log_event(log, logging.WARNING, "slot_moved_by_another_scheduler", entry=name)
-                    continue
-                scheduled = following
-            soonest = scheduled if soonest is None else min(soonest, scheduled)
-        return soonest
+        """Enqueue every tick due now or within the prepare-ahead time (built
+        first, sent at its time); return the next slot time after them."""
+        slots = self.store.slots()
+        horizon = time.time() + self._prepare_ahead
+        due = [(self.entries[name], scheduled) for name, scheduled in slots
+               if name in self.entries and scheduled <= horizon]
+        # An entry missing here was written by another version of the
+        # schedule; the next write removes it.
+        later = [scheduled for name, scheduled in slots if name in self.entries and scheduled > horizon]
+        if due:
+            self._fire(due)
+        return min(later) if later else None
 
-    def _enqueue(self, entry, tick: float) -> None:
-        job_id = f"{self.prefix}-{tick_id(entry, tick)}"
-        if Job.exists(job_id, connection=self.connection):
-            return  # enqueued before a crash or by another scheduler: runs once anyway
-        queue = Queue(rq_queue_name(self.prefix, entry.queue), connection=self.connection)
-        with self.connection.pipeline() as pipe:  # one MULTI: never enqueued without its ledger entry
-            queue.enqueue_call(
-                func=run_tick,
-                args=(entry.name, tick, job_id, entry.func_path, tuple(entry.args), dict(entry.kwargs),
-                      grace_of(entry, tick, self.zone), entry.on_lost_lease, self.prefix),
-                job_id=job_id,
-                timeout=entry.timeout,
-                result_ttl=RESULT_TTL_S,
-                failure_ttl=FAILURE_TTL_S,
-                description=f"{entry.name} @ {_iso(tick)}",
-                meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self._term_token,
-                      "baton_on_interrupt": entry.on_interrupt},
-                pipeline=pipe,
-            )
-            add_to_ledger(pipe, self.prefix, job_id, queue.name)
-            replies = pipe.execute(raise_on_error=False)
-        if isinstance(replies[-1], Exception):  # the ledger is junk; the tick itself is enqueued
-            self.orphans.report_junk(replies[-1])
-        failed = [reply for reply in replies[:-1] if isinstance(reply, Exception)]
-        if failed:
-            raise failed[0]
-        self.enqueued += 1
-        log_event(log, logging.INFO, "tick_enqueued", entry=entry.name, tick=_iso(tick), job_id=job_id,
-                  token=self._term_token, lateness_ms=round((time.time() - tick) * 1000))
+    def enqueue(self, ticks) -> list:
+        """Enqueue ``[(entry, tick), ...]`` now, in one MULTI; returns the
+        job ids enqueued (a tick enqueued before is left as it is)."""
+        batch = TickBatch(self.connection, self.prefix, self.zone, self._term_token).prepare(ticks)
+        for problem in batch.execute():
+            self.orphans.report_junk(problem)
+        return [job_id for _entry, _tick, job_id in batch.jobs]
 
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    def _fire(self, due) -> None:
+        """Plan, build, wait for the tick, send, then advance every slot."""
+        prepared_at = time.monotonic()
+        at = max(time.time(), max(scheduled for _entry, scheduled in due))
+        plans = [(entry, scheduled) + plan(entry, scheduled, at, self.zone) for entry, scheduled in due]
+        batch = TickBatch(self.connection, self.prefix, self.zone, self._term_token)
+        batch.prepare((entry, tick) for entry, _scheduled, run, _skipped, _following in plans for tick in run)
+        # Next time, start building this much before the tick: twice what it took now.
+        self._prepare_ahead = min(MAX_PREPARE_AHEAD_S, max(MIN_PREPARE_AHEAD_S, 2 * (time.monotonic() - prepared_at)))
+        if self._stopping.wait(max(0.0, at - time.time())) or not self._leading():
+            batch.discard()  # stopped or demoted meanwhile: the next leader plans these ticks again
+            return
+        for problem in batch.execute():  # junk at the ledger key; the ticks themselves are enqueued
+            self.orphans.report_junk(problem)
+        sent = time.time()
+        self.enqueued += len(batch.jobs)
+        for entry, tick, job_id in batch.jobs:
+            log_event(log, logging.INFO, "tick_enqueued", entry=entry.name, tick=iso(tick), job_id=job_id,
+                      token=self._term_token, lateness_ms=round((sent - tick) * 1000))
+        for entry, _scheduled, _run, skipped, _following in plans:
+            if skipped:
+                log_event(log, logging.WARNING, "ticks_skipped", entry=entry.name,
+                          count=skipped.count if skipped.exact else f"{skipped.count}+", policy=entry.missed,
+                          first=iso(skipped.first), **({"last": iso(skipped.last)} if skipped.last else {}))
+        moved = self.store.advance_all([(entry.name, scheduled, following)
+                                        for entry, scheduled, _run, _skipped, following in plans])
+        for name in moved:
+            log_event(log, logging.WARNING, "slot_moved_by_another_scheduler", entry=name)

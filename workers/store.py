@@ -121,4 +121,15 @@ class ScheduleStore:
                 for job_id, score in self.connection.zrange(self.key, 0, -1, withscores=True)]
 
     def advance(self, name: str, expected: float, following: float) -> bool:
-        return bool(self._advance(keys=[self.key], args=[self.template_id(name), repr(expected), repr(following)]))
+        return not self.advance_all([(name, expected, following)])
+
+    def advance_all(self, moves) -> list:
+        """Advance every ``(name, expected, following)`` in one round trip;
+        returns the names whose slot another scheduler had moved."""
+        moves = list(moves)
+        with self.connection.pipeline(transaction=False) as pipe:
+            for name, expected, following in moves:
+                self._advance(keys=[self.key], args=[self.template_id(name), repr(expected), repr(following)],
+                              client=pipe)
+            replies = pipe.execute()
+        return [name for (name, _e, _f), moved in zip(moves, replies) if not moved]

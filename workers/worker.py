@@ -2,7 +2,9 @@
 stops the way the platforms it runs on expect.
 
 **Leadership.** Before it dequeues, it waits until the lease in Redis names
-its site. After it dequeues a job — the lease may have moved during the
+its site — told of every new term by push (election_feed.py), so it starts
+within a round trip of its site's election and costs Redis next to nothing
+while it waits. After it dequeues a job — the lease may have moved during the
 BLMOVE — it reads the lease again; if its site no longer leads, or the worker
 is stopping, the job goes back to the front of its queue untouched (never
 dropped) and the worker waits again. Fail closed: if the lease cannot be
@@ -49,6 +51,7 @@ from election.logfmt import log_event
 from election.outage import OutageLog
 
 from . import presence
+from .election_feed import ElectionFeed
 from .entries import RERUN
 from .parent_death import die_with_parent
 from .reruns import rerun
@@ -58,18 +61,22 @@ from .shutdown import INTERRUPT_WAIT_S, WINDING_DOWN_NICENESS, WORKER_EXIT_S, St
 
 log = logging.getLogger("baton.worker")
 
-# How often a waiting (non-leading) worker re-reads the lease: takeover by
-# this site is noticed within this, at one command per period.
-LEADERSHIP_POLL_S = 1.0
+# A waiting worker learns of its site's election by push; it re-reads the
+# lease anyway this often while another site leads (with its presence
+# refresh: ~4 commands per period), in case the push was lost with a broken
+# subscription...
+LEADERSHIP_RECHECK_S = presence.REFRESH_S
 
-# While nobody holds the lease — between a release or an expiry and the next
-# acquire, milliseconds, or after Redis lost its data — the worker looks this
-# often: it starts within this of its site taking the lease.
-FREE_LEASE_POLL_S = 0.1
+# ...and this often while nobody holds the lease (milliseconds between a
+# release or an expiry and the next acquire, or no site competing at all).
+FREE_LEASE_RECHECK_S = 1.0
 
-# How often a Redis call is retried during an outage. With FREE_LEASE_POLL_S
-# this keeps the worker within a second of its elector after Redis returns
-# (make bench: "Redis restarted").
+# How often junk at the lease key is looked at again.
+CORRUPT_LEASE_POLL_S = 1.0
+
+# How often a Redis call is retried during an outage. With the push of the
+# next term this keeps the worker within a second of its elector after Redis
+# returns (make bench: "Redis restarted").
 OUTAGE_RETRY_S = 0.5
 
 # RQ's worker TTL. RQ blocks in BLMOVE for the TTL less 15 s and sizes the
@@ -136,6 +143,7 @@ class LeaderGatedWorker(Worker):
         self._running_job_id = None
         self._interrupted_job_id = None
         self._killed_job_id = None
+        self._feed: ElectionFeed | None = None  # open only while waiting
         self._published = None  # (state, leader site) last written
         self._published_since = None
         self._next_refresh = 0.0
@@ -177,13 +185,17 @@ class LeaderGatedWorker(Worker):
         return record.token if record is not None and record.site == self.baton_site else None
 
     def _wait_to_lead(self) -> bool:
-        """Block until this site leads; False if a stop was requested meanwhile."""
+        """Block until this site leads; False if a stop was requested meanwhile
+        (a stop while idle usually arrives as RQ's StopRequested instead)."""
         announced = False
         while not self.stopping:
             try:
+                if self._feed is None:  # subscribed before the read: no term is missed
+                    self._feed = ElectionFeed(self.connection, self.baton_prefix)
                 record = self._read_lease()
                 self._outage.succeeded()
                 if record is not None and record.site == self.baton_site:
+                    self._close_feed()
                     if announced:
                         log_event(log, logging.INFO, "worker_resumed", site=self.baton_site, token=record.token)
                     self._publish("leading", record.site)
@@ -193,16 +205,29 @@ class LeaderGatedWorker(Worker):
                               leader_site=record.site if record else None)
                     announced = True
                 self._publish(self._watch_own_site(record), record.site if record else None)
+                self._feed.wait(self._recheck_in(record))
             except LeaseCorrupt:  # Redis answered; what it holds is junk: wait for a fix
                 self._outage.succeeded()
-                time.sleep(LEADERSHIP_POLL_S)
-                continue
+                time.sleep(CORRUPT_LEASE_POLL_S)
             except RedisError as exc:
                 self._outage.failed(exc)
+                self._close_feed()
                 time.sleep(OUTAGE_RETRY_S)
-                continue
-            time.sleep(LEADERSHIP_POLL_S if record is not None else FREE_LEASE_POLL_S)
         return False
+
+    def _recheck_in(self, record) -> float:
+        """How long to wait for a push before looking again: until the
+        presence refresh, or until a site_not_competing warning falls due."""
+        now = time.monotonic()
+        wait = min(LEADERSHIP_RECHECK_S if record is not None else FREE_LEASE_RECHECK_S, self._next_refresh - now)
+        if self._own_site_missing_since is not None:
+            wait = min(wait, self._own_site_missing_since + NOT_COMPETING_PERIODS * self.site_check_s - now)
+        return max(0.0, wait)
+
+    def _close_feed(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+            self._feed = None
 
     def _watch_own_site(self, record) -> str:
         """'waiting', or 'site_not_competing' when another site leads and no
@@ -322,6 +347,7 @@ class LeaderGatedWorker(Worker):
                   reason="stopping" if self.stopping else "not_leading")
 
     def teardown(self):
+        self._close_feed()
         try:
             presence.withdraw(self.connection, self.baton_prefix, self.name)
         except RedisError:
