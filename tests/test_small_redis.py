@@ -10,45 +10,19 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
-import redis
 from rq import Queue
 
 from election import Keys, read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import recorded_runs
 from tests.support.lease import leader_site
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import MINI_PLAN, RedisServer, fill_until_full
 from workers.entries import Entry, rq_queue_name
 from workers.orphans import EXPIRE_SLACK_S, STUCK_AFTER_S, OrphanSweep
 from workers.runs import PRUNE_AFTER_S, last_failures, last_runs, record_run, recent_runs, run_counts
 from workers.scheduler import TickScheduler
 
-# Heroku's Mini Key-Value Store, as far as memory goes.
-MINI_PLAN = ["--maxmemory", "25mb", "--maxmemory-policy", "noeviction"]
-
 BACKLOG_ENTRY = Entry("backlog", "tests.support.jobs:record_tick", every=1, missed="catch_up", grace=86400)
-
-
-def fill_until_full(client, prefix: str) -> int:
-    """Someone else's keys, until Redis refuses writes, and then 1 MB more.
-    Redis checks the limit before each command, so a plan filled just to its
-    limit flickers (a deleted job frees a few bytes, the next write fits);
-    the last megabyte, written while the limit is briefly raised, keeps it
-    full. Returns how many keys were written."""
-    written = 0
-    for _ in range(400):  # 100 MB at most: far beyond the plan
-        try:
-            client.set(f"someone-else:{prefix}:{written}", "x" * 256 * 1024)
-        except redis.exceptions.OutOfMemoryError:
-            break
-        written += 1
-    else:
-        raise AssertionError("Redis never filled up: is maxmemory set?")
-    limit = client.config_get("maxmemory")["maxmemory"]
-    client.config_set("maxmemory", int(limit) + 4 * 1024 * 1024)
-    client.set(f"someone-else:{prefix}:{written}", "x" * 1024 * 1024)
-    client.config_set("maxmemory", limit)
-    return written + 1
 
 
 def test_a_full_redis_keeps_the_leader_says_so_and_the_schedule_resumes_once_freed(web, prefix):

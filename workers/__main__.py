@@ -51,7 +51,7 @@ def run_worker(settings: Settings, entries) -> int:
     error all the same (it does, mid-job), a new worker takes over in this
     process. An embedded worker (``BATON_PARENT_PID``, set by the gunicorn
     master) dies with its master."""
-    from .worker import LeaderGatedWorker
+    from .worker import SOCKET_TIMEOUT_S, LeaderGatedWorker
 
     queues = sorted({rq_queue_name(settings.prefix, entry.queue) for entry in entries}) or [
         rq_queue_name(settings.prefix, "baton")
@@ -63,7 +63,7 @@ def run_worker(settings: Settings, entries) -> int:
         log_event(log, logging.WARNING, "master_gone", site=identity.site, parent=parent, action="not starting")
         return 0
     configure_stdout_logging(logging.WARNING, name="rq")  # RQ's own lines as logfmt, no tracebacks
-    connection = settings.redis_client("worker")
+    connection = settings.redis_client("worker", socket_timeout=SOCKET_TIMEOUT_S)
     outage = OutageLog(log, identity.site, "worker")
     name = f"{settings.prefix}-{identity.site}-{identity.dyno}-{identity.boot}"
     restart_delay = Backoff(WAIT_FOR_REDIS_S, RESTART_DELAY_MAX_S)

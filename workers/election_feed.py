@@ -25,6 +25,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from election import Keys
 
+_PER_POOL_STATE = ("maint_notifications_pool_handler", "maint_notifications_config", "himport_registry",
+                   "orig_host_address", "orig_socket_timeout", "orig_socket_connect_timeout")
+
 # How long opening a feed waits for Redis to confirm the subscription.
 SUBSCRIBE_TIMEOUT_S = 5.0
 
@@ -32,7 +35,9 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 class ElectionFeed:
     def __init__(self, connection, prefix: str):
         pool = connection.connection_pool
-        options = dict(pool.connection_kwargs)
+        # The worker's connection options, without the state redis-py keeps
+        # per pool (maintenance-notification handlers and the like).
+        options = {k: v for k, v in pool.connection_kwargs.items() if k not in _PER_POOL_STATE}
         if options.get("client_name"):
             options["client_name"] = f"{options['client_name']}-feed"
         self._pool = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **options)

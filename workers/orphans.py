@@ -64,6 +64,12 @@ SWEEP_INTERVAL_S = 5.0
 # many times, then left to RQ (and reported): a loop must never be endless.
 MAX_REQUEUES = 3
 
+# While the ledger was empty at the last sweep and this scheduler enqueued
+# nothing since, the next sweep waits this long instead: an idle leader costs
+# Redis one HGETALL a minute, not one every SWEEP_INTERVAL_S. (Its own
+# worker's reruns, the only other writer during a term, wait at most this.)
+IDLE_SWEEP_INTERVAL_S = 60.0
+
 # A tick is cleared this long after its deadline, measured on the leader's
 # clock: a worker on another dyno checks the same deadline on its own clock,
 # and NTP keeps dynos within milliseconds; 30 s is far beyond that.
@@ -156,6 +162,10 @@ class OrphanSweep:
         self._taken_since.clear()
         self._next_sweep = 0.0
 
+    def note_enqueued(self) -> None:
+        """The scheduler enqueued ticks: sweep at the normal pace again."""
+        self._next_sweep = min(self._next_sweep, self._clock() + SWEEP_INTERVAL_S)
+
     def due_in(self) -> float:
         """Seconds until the next sweep is due (0 if it is)."""
         return max(0.0, self._next_sweep - self._clock())
@@ -180,6 +190,7 @@ class OrphanSweep:
         entries = {_text(job_id): parse_ledger_value(_text(value)) for job_id, value in ledger.items()}
         self._taken_since = {j: t for j, t in self._taken_since.items() if j in entries}
         if not entries:
+            self._next_sweep = now + IDLE_SWEEP_INTERVAL_S
             return {}
         cutoff = self._wall_clock() - EXPIRE_SLACK_S
         expired = {j: q for j, (q, deadline) in entries.items() if deadline is not None and deadline < cutoff}

@@ -3,8 +3,8 @@ by the web app:
 
 - ``{prefix}:runs`` — the last run of every entry (hash: entry -> JSON);
 - ``{prefix}:run-log`` — the most recent runs of all entries, with the
-  error text of those that failed (a stream capped at ``RUN_LOG_MAXLEN``:
-  ``redis-cli XREVRANGE {prefix}:run-log + - COUNT 20``);
+  first line of the error of those that failed (a stream capped at
+  ``RUN_LOG_MAXLEN``: ``redis-cli XREVRANGE {prefix}:run-log + - COUNT 20``);
 - ``{prefix}:failures`` — the last failed run of every entry, so a failure
   stays visible after the run log has moved on (hash: entry -> JSON);
 - ``{prefix}:run-counts`` — runs by entry and outcome, for /metrics.
@@ -22,8 +22,8 @@ import time
 
 from election import Keys
 
-# Runs kept in the run log: a few minutes of a 1 s entry, days of a typical
-# schedule, at ~250 bytes each (~250 KB at most).
+# Runs kept in the run log: a quarter of an hour of a 1 s entry, 8 hours of the
+# default schedule, at ~100 bytes each.
 RUN_LOG_MAXLEN = 1000
 
 # An error's text is kept to this many characters (the end of a traceback
@@ -42,6 +42,16 @@ def error_text(text: str) -> str:
     return text if len(text) <= ERROR_TEXT_MAX else "…" + text[-(ERROR_TEXT_MAX - 1):]
 
 
+# The fields of a run-log entry, always all of them and in this order: a
+# stream stores the field names of an entry that repeats its master entry's
+# once, so each entry costs only its values (~100 bytes).
+RUN_LOG_FIELDS = ("entry", "outcome", "tick", "site", "token", "started_at", "lateness_ms", "duration_ms",
+                  "reason", "error")
+
+# The run log keeps an error's first line; {prefix}:failures keeps its text.
+RUN_LOG_ERROR_MAX = 200
+
+
 def record_run(connection, prefix: str, entry: str, **fields) -> None:
     """Keep the entry's run: last run, run log, last failure, outcome count."""
     keys = Keys(prefix)
@@ -50,10 +60,12 @@ def record_run(connection, prefix: str, entry: str, **fields) -> None:
         fields["error"] = error_text(str(fields["error"]))
     fields.setdefault("recorded_at", time.time())
     record = json.dumps({"entry": entry, **fields}, sort_keys=True)
+    flat = {"entry": entry, **fields}
+    flat["error"] = str(flat.get("error") or "").split("\n", 1)[0][:RUN_LOG_ERROR_MAX]
+    logged = {name: "" if flat.get(name) is None else str(flat[name]) for name in RUN_LOG_FIELDS}
     with connection.pipeline(transaction=False) as pipe:
         pipe.hset(keys.runs, entry, record)
-        pipe.xadd(keys.run_log, {"entry": entry, "outcome": outcome, "run": record},
-                  maxlen=RUN_LOG_MAXLEN, approximate=True)
+        pipe.xadd(keys.run_log, logged, maxlen=RUN_LOG_MAXLEN, approximate=True)
         if outcome in FAILED_OUTCOMES:
             pipe.hset(keys.failures, entry, record)
         pipe.hincrby(keys.run_counts, f"{entry}:{outcome}", 1)
@@ -122,9 +134,26 @@ def last_failures(connection, prefix: str) -> dict:
 
 
 def recent_runs(connection, prefix: str, count: int = 50) -> list:
-    """The newest ``count`` runs of all entries, newest first."""
-    return [_parse(fields.get("run") or fields.get(b"run"))
-            for _id, fields in connection.xrevrange(Keys(prefix).run_log, "+", "-", count=count)]
+    """The newest ``count`` runs of all entries, newest first (the error as
+    its first line; last_failures has the text)."""
+    out = []
+    for _id, fields in connection.xrevrange(Keys(prefix).run_log, "+", "-", count=count):
+        run = {_text(name): _text(value) for name, value in fields.items() if _text(value) != ""}
+        for name in ("tick", "started_at"):
+            if name in run:
+                run[name] = _number(run[name], float)
+        for name in ("token", "lateness_ms", "duration_ms"):
+            if name in run:
+                run[name] = _number(run[name], int)
+        out.append(run)
+    return out
+
+
+def _number(text: str, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        return text
 
 
 def _text(value) -> str:

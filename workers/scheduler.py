@@ -95,11 +95,15 @@ class TickScheduler:
         return self._term_token is not None and self._is_leader() and not self._stopping.is_set()
 
     def _run(self) -> None:
+        woken, soonest = True, None
         while not self._stopping.is_set():
             try:
                 if not self._leading():
+                    # A follower needs no connection until it leads again.
+                    self.connection.connection_pool.disconnect()
                     self._wake.wait()
                     self._wake.clear()
+                    woken = True
                     continue
                 if self._written_for != self._term_token:
                     changes = self.store.write(list(self.entries.values()))
@@ -109,21 +113,24 @@ class TickScheduler:
                     log_event(log, logging.INFO, "schedule_written", site=self.site, token=self._term_token,
                               **({"pruned_run_records": pruned} if pruned else {}),
                               **{name: what for name, what in sorted(changes.items())})
-                soonest = self._fire_due()
+                if woken or (soonest is not None and time.time() >= soonest - self._prepare_ahead):
+                    soonest = self._fire_due()  # not on a wake-up only for the sweep: the slots did not move
                 sweep_in = self.orphans.sweep_if_due() if self._leading() else None
                 wait = None if soonest is None else soonest - self._prepare_ahead - time.time()
                 if sweep_in is not None:
                     wait = sweep_in if wait is None else min(wait, sweep_in)
                 self._backoff.reset()
                 self._outage.succeeded()
-                self._wake.wait(None if wait is None else max(0.0, wait))
+                woken = self._wake.wait(None if wait is None else max(0.0, wait))
                 self._wake.clear()
             except RedisError as exc:
+                woken = True
                 self._outage.failed(exc)
                 self._stopping.wait(self._backoff.next())
             except Exception as exc:  # a bug must not end the loop
                 log.exception("scheduler loop error")
                 log_event(log, logging.ERROR, "scheduler_error", site=self.site, error=repr(exc))
+                woken = True
                 self._stopping.wait(self._backoff.next())
 
     def _fire_due(self):
@@ -137,7 +144,7 @@ class TickScheduler:
         # schedule; the next write removes it.
         later = [scheduled for name, scheduled in slots if name in self.entries and scheduled > horizon]
         if due:
-            self._fire(due)
+            later += self._fire(due)
         return min(later) if later else None
 
     def enqueue(self, ticks) -> list:
@@ -146,10 +153,12 @@ class TickScheduler:
         batch = TickBatch(self.connection, self.prefix, self.zone, self._term_token).prepare(ticks)
         for problem in batch.execute():
             self.orphans.report_junk(problem)
+        self.orphans.note_enqueued()
         return [job_id for _entry, _tick, job_id in batch.jobs]
 
-    def _fire(self, due) -> None:
-        """Plan, build, wait for the tick, send, then advance every slot."""
+    def _fire(self, due) -> list:
+        """Plan, build, wait for the tick, send, then advance every slot;
+        returns the slots' next times (none if nothing was sent)."""
         prepared_at = time.monotonic()
         at = max(time.time(), max(scheduled for _entry, scheduled in due))
         plans = [(entry, scheduled) + plan(entry, scheduled, at, self.zone) for entry, scheduled in due]
@@ -159,11 +168,12 @@ class TickScheduler:
         self._prepare_ahead = min(MAX_PREPARE_AHEAD_S, max(MIN_PREPARE_AHEAD_S, 2 * (time.monotonic() - prepared_at)))
         if self._stopping.wait(max(0.0, at - time.time())) or not self._leading():
             batch.discard()  # stopped or demoted meanwhile: the next leader plans these ticks again
-            return
+            return []
         for problem in batch.execute():  # junk at the ledger key; the ticks themselves are enqueued
             self.orphans.report_junk(problem)
         sent = time.time()
         self.enqueued += len(batch.jobs)
+        self.orphans.note_enqueued()
         for entry, tick, job_id in batch.jobs:
             log_event(log, logging.INFO, "tick_enqueued", entry=entry.name, tick=iso(tick), job_id=job_id,
                       token=self._term_token, lateness_ms=round((sent - tick) * 1000))
@@ -176,3 +186,6 @@ class TickScheduler:
                                         for entry, scheduled, _run, _skipped, following in plans])
         for name in moved:
             log_event(log, logging.WARNING, "slot_moved_by_another_scheduler", entry=name)
+        # A slot another scheduler moved is read again at once.
+        return [following for entry, _scheduled, _run, _skipped, following in plans
+                if entry.name not in moved] + ([time.time()] if moved else [])

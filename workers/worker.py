@@ -85,6 +85,12 @@ OUTAGE_RETRY_S = 0.5
 # of RQ's 405 s and 415 s — a frozen Redis holds a call for 40 s at most.
 WORKER_TTL_S = 45
 
+# The worker's connections' socket timeout, as RQ sizes it (the TTL less 5 s),
+# set when the client is made (workers/__main__.py): RQ raises the timeout in
+# its pool's options, which only reaches connections made after that, and
+# redis-py's default of 5 s would cut every 30 s BLMOVE short.
+SOCKET_TIMEOUT_S = WORKER_TTL_S - 5
+
 # A waiting elector notes itself in the waiters set at least every
 # ElectionConfig.follower_wait_max (5 s at the default timings). A worker
 # waiting while another site leads looks there that often (one ZRANGE)
@@ -190,11 +196,14 @@ class LeaderGatedWorker(Worker):
         announced = False
         while not self.stopping:
             try:
-                if self._feed is None:  # subscribed before the read: no term is missed
-                    self._feed = ElectionFeed(self.connection, self.baton_prefix)
                 record = self._read_lease()
+                if not self._leads(record) and self._feed is None:
+                    # Subscribed, then read again: a term that starts after
+                    # this read is pushed to the feed, none is missed.
+                    self._feed = ElectionFeed(self.connection, self.baton_prefix)
+                    record = self._read_lease()
                 self._outage.succeeded()
-                if record is not None and record.site == self.baton_site:
+                if self._leads(record):
                     self._close_feed()
                     if announced:
                         log_event(log, logging.INFO, "worker_resumed", site=self.baton_site, token=record.token)
@@ -214,6 +223,9 @@ class LeaderGatedWorker(Worker):
                 self._close_feed()
                 time.sleep(OUTAGE_RETRY_S)
         return False
+
+    def _leads(self, record) -> bool:
+        return record is not None and record.site == self.baton_site
 
     def _recheck_in(self, record) -> float:
         """How long to wait for a push before looking again: until the
@@ -345,6 +357,11 @@ class LeaderGatedWorker(Worker):
             pipe.execute()
         log_event(log, logging.INFO, "job_returned", site=self.baton_site, job_id=job.id, queue=queue.name,
                   reason="stopping" if self.stopping else "not_leading")
+
+    def subscribe(self):
+        """RQ's per-worker command channel (``rq.command``: kill the horse,
+        shut down) is not used: Baton's stop is signals and the lease, and
+        the channel would hold one more connection per worker."""
 
     def teardown(self):
         self._close_feed()

@@ -91,3 +91,30 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# Heroku's Mini Key-Value Store, as far as memory goes: 25 MB, and writes
+# that need memory fail once it is full (nothing is evicted).
+MINI_PLAN = ["--maxmemory", "25mb", "--maxmemory-policy", "noeviction"]
+
+
+def fill_until_full(client, prefix: str) -> int:
+    """Someone else's keys, until Redis refuses writes, and then 1 MB more.
+    Redis checks the limit before each command, so a plan filled just to its
+    limit flickers (a deleted job frees a few bytes, the next write fits);
+    the last megabyte, written while the limit is briefly raised, keeps it
+    full. Returns how many keys were written."""
+    written = 0
+    for _ in range(400):  # 100 MB at most: far beyond the plan
+        try:
+            client.set(f"someone-else:{prefix}:{written}", "x" * 256 * 1024)
+        except redis.exceptions.OutOfMemoryError:
+            break
+        written += 1
+    else:
+        raise AssertionError("Redis never filled up: is maxmemory set?")
+    limit = client.config_get("maxmemory")["maxmemory"]
+    client.config_set("maxmemory", int(limit) + 4 * 1024 * 1024)
+    client.set(f"someone-else:{prefix}:{written}", "x" * 1024 * 1024)
+    client.config_set("maxmemory", limit)
+    return written + 1
