@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from bench import election_bench, handoff, machine, peer_lags, platform_bench, ticks_bench, web_bench
+from bench import (election_bench, footprint_bench, handoff, machine, memory_bench, peer_lags, platform_bench,
+                   scale_bench, takeover_restart, ticks_bench, web_bench)
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -34,6 +35,15 @@ RQ_EXPIRY_ROUNDS = int(os.environ.get("BENCH_RQ_EXPIRY_ROUNDS", "5"))
 PLATFORM_ROUNDS = int(os.environ.get("BENCH_PLATFORM_ROUNDS", "10"))
 FROZEN_ROUNDS = int(os.environ.get("BENCH_FROZEN_ROUNDS", "3"))
 RESUME_ROUNDS = int(os.environ.get("BENCH_RESUME_ROUNDS", "5"))
+# A small Redis (issue 11): the 1 s entries run in real time until every
+# expiring key has reached its steady state (claims and failed jobs live
+# ~5 minutes); crashes right after a restart; first ticks after a handoff.
+MEMORY_MINUTES = float(os.environ.get("BENCH_MEMORY_MINUTES", "6.5"))
+FOOTPRINT_IDLE_S = float(os.environ.get("BENCH_FOOTPRINT_IDLE_SECONDS", "60"))
+FIRST_TICK_ROUNDS = int(os.environ.get("BENCH_FIRST_TICK_ROUNDS", "30"))
+FULL_REDIS_ROUNDS = int(os.environ.get("BENCH_FULL_REDIS_ROUNDS", "3"))
+TAKEOVER_RESTART_ROUNDS = int(os.environ.get("BENCH_TAKEOVER_RESTART_ROUNDS", "60"))
+SCALE_SITES_ROUNDS = int(os.environ.get("BENCH_SCALE_SITES_ROUNDS", "200"))
 
 
 def timed(name, fn, *args, **kwargs):
@@ -63,10 +73,28 @@ def main() -> int:
         dyno = timed("web dyno footprint", web_bench.dyno_footprint, url, 15)
         rq_takeover = summary(timed("rq-scheduler expiry lag (-i 1)", peer_lags.rq_scheduler_expiry_lag, url, RQ_EXPIRY_ROUNDS))
         dyno_stop = timed("dyno stop with a 4 s job running", platform_bench.dyno_stop_with_job, url, PLATFORM_ROUNDS)
+        takeover_after_restart = summary(timed("takeover after a restart, then a crash",
+                                               takeover_restart.takeover_after_restart, url, TAKEOVER_RESTART_ROUNDS))
+        first_tick = timed("first tick after a graceful handoff", memory_bench.first_tick_after_handoff, url,
+                           FIRST_TICK_ROUNDS)
+        scale = {
+            "entries": timed("scale: entries due together", scale_bench.entries_scale, url),
+            "backlog": timed("scale: queued backlog sweep", scale_bench.backlog_scale, url),
+            "sites": timed("scale: sites", scale_bench.sites_scale, url, rounds=SCALE_SITES_ROUNDS),
+        }
+        idle_sites = timed("site footprint: idle commands", footprint_bench.idle_cost_per_site, url,
+                           seconds=FOOTPRINT_IDLE_S)
+        overlap = timed("site footprint: connections in a restart overlap",
+                        footprint_bench.connections_in_restart_overlap, url, every_http_worker=True)
     frozen = timed("dyno stop with Redis frozen", platform_bench.frozen_redis_shutdown, FROZEN_ROUNDS)
     with RedisServer() as own:  # killed and restarted by the measurement
         resume = summary(timed("worker resume after a Redis restart", platform_bench.redis_return_resume, own,
                                RESUME_ROUNDS))
+    # Each on servers of their own: used_memory must count nothing else.
+    day = timed("memory: a simulated day of the default schedule", memory_bench.simulated_day)
+    one_second = timed(f"memory: 1 s entries for {MEMORY_MINUTES:g} min", memory_bench.one_second_entry,
+                       MEMORY_MINUTES)
+    full = timed("a full Mini Redis under a leading site", memory_bench.full_redis, FULL_REDIS_ROUNDS)
 
     results = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -87,6 +115,17 @@ def main() -> int:
                       "frozen_redis_stop": {case: {**summary(v["ms"]), "sigkilled_rounds": v["sigkilled_rounds"]}
                                             for case, v in frozen.items()},
                       "worker_resume_after_redis_restart": resume,
+                  },
+                  "small_redis": {
+                      "memory": {"simulated_day_default_schedule": day, "one_second_entry": one_second},
+                      "full_redis": full,
+                      "idle_cost_per_site": footprint_bench.summary(
+                          {"idle": idle_sites["idle"], "status_polling": idle_sites["status_polling"]},
+                          {"every_http_worker_connected": overlap}),
+                      "first_tick_after_handoff": {**summary(first_tick["lateness_ms"]),
+                                                   "run_by_the_old_leader": first_tick["run_by_the_old_leader"]},
+                      "takeover_after_restart_then_crash": takeover_after_restart,
+                      "scale": scale,
                   }},
         "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
                               "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
@@ -96,7 +135,12 @@ def main() -> int:
                     "takeover_lag_p99_ms": 20, "commands_per_s_idle": 1, "connections_per_elector": 1,
                     "tick_lateness_p99_ms": 50, "boot_to_bound_ms": 2000, "sigterm_handoff_p99_ms": 20,
                     "connections_per_dyno": 4, "memory_per_dyno_mb": 200,
-                    "dyno_stop_all_exited_ms": 30000, "frozen_redis_stop_ms": 30000, "worker_resume_ms": 1000},
+                    "dyno_stop_all_exited_ms": 30000, "frozen_redis_stop_ms": 30000, "worker_resume_ms": 1000,
+                    "default_schedule_growth_bytes": 1 << 20, "one_second_entry_growth_bytes": 5 << 20,
+                    "idle_commands_per_s_follower_site": 1, "idle_commands_per_s_leader_site": 2,
+                    "connections_in_restart_overlap": 19, "first_tick_after_handoff_p99_ms": 50,
+                    "takeover_after_restart_p99_ms": 20, "tick_lateness_1000_entries_p99_ms": 50,
+                    "handoff_20_sites_p99_ms": 5},
     }
     stamp = results["when"].replace(":", "").replace("-", "")
     for name in (f"{stamp}.json", "latest.json"):
@@ -188,11 +232,57 @@ def render(results) -> str:
              _pair(p["worker_resume_after_redis_restart"]), "<= 1 s"],
         ],
     ))
+    out.append("")
+    out.append(render_small_redis(b["small_redis"]))
     m = results["machine"]
     steal = m.get("cpu_steal_percent")
     out.append("")
     out.append(f"Machine: {m['cpus']} CPUs, Redis {m['redis']}, Python {m['python']}; CPU steal during the run: "
                + ("unknown" if steal is None else f"{steal:.1f} % (time the host ran other VMs; the p99s move with it)"))
+    return "\n".join(out)
+
+
+def _mb(value) -> str:
+    return f"{value / (1 << 20):.2f} MB"
+
+
+def render_small_redis(s) -> str:
+    memory, day = s["memory"], s["memory"]["simulated_day_default_schedule"]
+    rows = [[f"default schedule, a day's {day['ticks']} ticks run as fast as the worker goes: growth / above empty",
+             f"{_mb(day['growth_bytes'])} / {_mb(day['above_empty_bytes'])}",
+             "growth <= 1 MB (an upper bound: all the day's run claims are still alive)"]]
+    for case, r in memory["one_second_entry"].items():
+        rows.append([f"1 s entry, {case.replace('_', ' ')}, after {r['minutes']:g} min: growth / above empty",
+                     f"{_mb(r['growth_bytes'])} / {_mb(r['level_bytes'])}",
+                     "growth <= 5 MB" if case == "succeeds" else "bounded"])
+        rows.append(["  still growing over the last 2 min", f"{r['growth_bytes_per_hour_last_2_min'] / 1024:.0f} KB/h",
+                     "~0: levelled off"])
+    full = s["full_redis"]["rounds"]
+    rows.append([f"Mini plan filled by others ({len(full)} rounds): lease kept / no demotion / redis_oom logged / "
+                 "nothing called corrupt",
+                 f"{sum(r['lease_kept'] for r in full)} / {sum(not r['demoted'] for r in full)} / "
+                 f"{sum(r['redis_oom_logged'] for r in full)} / {sum(not r['reported_corrupt'] for r in full)}",
+                 "all rounds"])
+    rows.append(["  memory freed → the schedule runs again",
+                 " / ".join(f"{r['resumed_after_free_s']:.2f} s" for r in full), "by itself"])
+    idle = s["idle_cost_per_site"]
+    for site, r in sorted(idle["idle_commands_per_s"].items()):
+        rows.append([f"idle Redis commands/s, {r['role']} site (every process)", f"{r['measured']:.2f}",
+                     f"<= {r['target']:g}"])
+    for site, r in sorted(idle["status_poll"].items()):
+        rows.append([f"GET /status on site {site}: commands per request, HTTP connections seen",
+                     f"{r['commands_per_request']:.1f}, {r['web_connections']}", "reused, <= WEB_CONCURRENCY"])
+    for variant, r in idle["restart_overlap_peak"].items():
+        rows.append([f"connections, two sites in a restart overlap (peak; {variant.replace('_', ' ')})",
+                     r["peak"], f"<= {r['limit']}"])
+    first = s["first_tick_after_handoff"]
+    rows.append([f"first tick after a graceful handoff, lateness p50 / p99 ({first['n']} rounds)", _pair(first),
+                 "p99 <= 50 ms"])
+    crash = s["takeover_after_restart_then_crash"]
+    rows.append([f"takeover after expiry, a site restarted then the leader killed, p50 / p99 ({crash['n']})",
+                 _pair(crash), "p99 <= 20 ms"])
+    out = [table(["Baton on a small Redis", "measured", "target"], rows), ""]
+    out.append(scale_bench.render(s["scale"]))
     return "\n".join(out)
 
 

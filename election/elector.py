@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .backoff import Backoff
 from .callbacks import CallbackRunner, Callbacks
@@ -50,6 +51,13 @@ DEMOTED_CALLBACK_GRACE = 1.0
 # means Redis was slow or unreachable for a while and the leader came close
 # to stepping down.
 LATE_RENEWAL_FACTOR = 1.5
+
+# The shortest wait a follower sends to Redis. Redis ends a blocked client's
+# wait only when its event loop wakes (at the latest every 1/hz, 100 ms), so
+# a shorter BLPOP cannot come back sooner than sleeping would; and Redis
+# before 7.0.8 reads "0.001" as 0, i.e. block forever. Below this, the
+# follower sleeps out the lease on its own clock instead.
+MIN_SERVER_WAIT = 0.01
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,7 @@ class Elector:
                 # lease's expiry is still known — wait for it on our own clock.
                 self._report_corrupt(signal_problem)
                 blocking_for = 0
-            if blocking_for <= 0:
+            if blocking_for < MIN_SERVER_WAIT:
                 self._sleep(expires_at - self._clock())
                 return
             with self._lock:
@@ -274,7 +282,17 @@ class Elector:
             # it starts is counted from here (see follower_wait_max).
             wait_started = self._clock()
             try:
-                woken = self._lease.wait_then_acquire(blocking_for, self._highest_token)
+                # No reply by the lease's expiry (a wait Redis never ends, a
+                # lost reply): drop the connection there and ask again at
+                # once, rather than wait out the socket margin.
+                woken = self._lease.wait_then_acquire(blocking_for, self._highest_token,
+                                                      reply_within=expires_at - self._clock())
+            except RedisTimeoutError as exc:
+                if self._stopping.is_set() or self._clock() < expires_at:
+                    raise
+                log_event(log, logging.WARNING, "wait_unanswered", site=self._site,
+                          wait_ms=round(blocking_for * 1000), error=f"{type(exc).__name__}: {exc}")
+                return  # the loop's next ACQUIRE reconnects; no backoff: the lease is due
             finally:
                 with self._lock:
                     self._blocked_in_wait = False

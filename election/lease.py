@@ -36,10 +36,15 @@ SIGNAL_TTL_MS = 1000
 # expires with SIGNAL_TTL_MS.
 WAITER_GRACE_MS = 1000
 
-# Upper bound on the signals one release pushes (one per live waiter): a
-# deployment has a handful of sites; the cap only keeps a runaway waiters set
-# from turning a release into a huge LPUSH.
-MAX_WOKEN_PER_RELEASE = 100
+# How many waiting candidates one release wakes (one signal each; BLPOP
+# serves the longest-blocked first). Two, not all: every woken follower races
+# for the lease and then does a little work to wait again, and with 20 sites
+# on two CPUs the winner's takeover waited for the 18 losers' work (handoff
+# p99 11 ms; 2.9 ms waking two: make bench, sites). The second one is the
+# spare: if the first is stalled, the other still takes over at once. The
+# followers not woken learn who leads at their next look (within
+# ElectionConfig.follower_wait_max).
+MAX_WOKEN_PER_RELEASE = 2
 
 # The shortest wait a call is given: a budget already spent still gets one
 # look at the socket rather than an error before trying.
@@ -302,7 +307,8 @@ class Lease:
             raise self._corrupt(reply)
         return _record(reply[2:], int(reply[1]), self.keys.lease)
 
-    def wait_then_acquire(self, timeout: float, token_floor: int = 0, socket_margin: float = 2.0) -> Woken:
+    def wait_then_acquire(self, timeout: float, token_floor: int = 0, socket_margin: float = 2.0,
+                          reply_within: "float | None" = None) -> Woken:
         """Block until a release is signalled or ``timeout`` s pass (BLPOP),
         then :meth:`acquire` — in one round trip.
 
@@ -320,12 +326,18 @@ class Lease:
 
         The BLPOP's reply is read with ``socket_margin`` s more than its
         server-side timeout: Redis may answer a timed-out BLPOP late (see
-        ``ElectionConfig.server_timer_slack``).
+        ``ElectionConfig.server_timer_slack``) — but never more than
+        ``reply_within`` s from now when given (a follower passes the time
+        left to the lease's expiry: past it, waiting on gains nothing). A wait
+        not answered by then raises redis' TimeoutError and the connection is
+        dropped, the ACQUIRE queued behind the BLPOP with it.
         """
         # BLPOP takes seconds as a decimal since Redis 6; 0 would mean forever.
         seconds = max(round(timeout, 3), 0.001)
         keys, args = self._acquire_keys_args(token_floor)
         deadline = time.monotonic() + seconds + socket_margin
+        if reply_within is not None:
+            deadline = min(deadline, time.monotonic() + max(reply_within, _MIN_WAIT))
         self._connect_by(deadline)
         self._conn.send_packed_command(self._conn.pack_commands([
             ("BLPOP", self.keys.signal, f"{seconds:.3f}"),

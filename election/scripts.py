@@ -199,9 +199,10 @@ return {'renewed', now}
 """
 
 # RELEASE — delete the lease if the caller still holds it under the same
-# token, and wake every waiting candidate at once: one element per live
-# waiter (at least one, for a candidate that did not note itself) pushed to
-# the signal list their BLPOPs wait on. The signal gets a short TTL so
+# token, and wake waiting candidates at once: one element per live waiter,
+# at most max_woken (lease.MAX_WOKEN_PER_RELEASE) and at least one, for a
+# candidate that did not note itself, pushed to the signal list their BLPOPs
+# wait on. The signal gets a short TTL so
 # elements nobody consumed (a waiter that has since gone) cannot pile up or
 # wake someone much later; a candidate woken for nothing just asks once
 # more. A stepped-down leader is recorded in the history even when the lease

@@ -42,7 +42,7 @@ import signal
 import threading
 import time
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from rq.exceptions import DequeueTimeout
 from rq.worker import Worker, WorkerStatus
 
@@ -135,6 +135,15 @@ class LeaderGatedWorker(Worker):
                  watch_parent: int | None = None, **kwargs):
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         super().__init__(queues, **kwargs)
+        # RQ names the connection it found idle after the RQ worker (CLIENT
+        # SETNAME <worker name>); give it back the name all of Baton's
+        # connections have, baton:<site>:worker, so CLIENT LIST says who it is.
+        own_name = self.connection.connection_pool.connection_kwargs.get("client_name")
+        if own_name:
+            try:
+                self.connection.client_setname(own_name)
+            except ResponseError:
+                pass  # a proxy that refuses CLIENT SETNAME: RQ met the same
         self.baton_site = site
         self.baton_prefix = prefix
         self.shutdown_grace = shutdown_grace
