@@ -13,7 +13,10 @@ from redis.exceptions import ResponseError
 from election import Keys, LeaseCorrupt, read_lease
 from election.outage import OOM_FIX
 from workers.presence import workers
-from workers.runs import last_runs, run_counts
+from workers.runs import last_failures, last_runs, recent_runs, run_counts
+
+# Runs of all entries /status lists, newest first (the run log keeps ~500).
+RECENT_RUNS = 20
 
 # A state file older than this means the master stopped refreshing it.
 STATE_STALE_S = 5.0
@@ -106,6 +109,8 @@ def status() -> dict:
         "timezone": core.timezone.key,
         "next_runs": {job_id[len(prefix) + len("-entry-"):]: score for job_id, score in slots},
         "last_runs": last_runs(client, prefix),
+        "last_failures": last_failures(client, prefix),
+        "recent_runs": recent_runs(client, prefix, RECENT_RUNS),
         "run_counts": {f"{e}:{o}": n for (e, o), n in run_counts(client, prefix).items()},
         "history": history,
         # Every RQ worker seen lately, of every site: its state says whether

@@ -198,3 +198,21 @@ def test_short_ticks_leave_nothing_behind_that_does_not_expire(web, shared_redis
     assert not [k for k in r.scan_iter(match=f"rq:results:{prefix}*")]  # no results streams
     claims = [k for k in expiring if k.startswith(f"{prefix}:ran:")]
     assert len(claims) >= 5 and max(expiring[k] for k in claims) <= 30 + 300  # grace 30 s + the slack
+
+
+def test_a_failed_run_keeps_its_error_text_and_rq_lets_the_job_go_soon(web, shared_redis, prefix):
+    r = shared_redis.client()
+    a = web("a", shared_redis.url, prefix, schedule="tests.support.schedule_failing")
+    wait_until(a.bound, timeout=10, what="the port to be bound")
+    status = wait_until(lambda: (lambda s: s if s["last_failures"].get("failing") else None)(
+        json.loads(a.get("/status")[1])), timeout=20, what="a failure in /status")
+    failure = status["last_failures"]["failing"]
+    assert failure["outcome"] == "failed" and failure["error"].startswith("RuntimeError: this job always fails")
+    assert "Traceback" in failure["error"] and "always_fails" in failure["error"]  # the traceback's tail
+    newest = status["recent_runs"][0]
+    assert newest["entry"] == "failing" and newest["error"] == "RuntimeError: this job always fails"
+    line = wait_until(lambda: next((x for x in a.lines if "event=job_end" in x and "outcome=failed" in x), None),
+                      timeout=10)
+    assert line.startswith("at=warn") and 'error="RuntimeError: this job always fails"' in line
+    failed_job = f"rq:job:{failure['job_id']}"
+    assert 0 < r.ttl(failed_job) <= 60  # RQ's copy goes within a minute

@@ -17,7 +17,7 @@ What a tick job looks like in Redis:
   (runs.py), bounded, so RQ's per-job residue (~6 KB: the job hash and a
   results stream) never piles up;
 - failure_ttl ``FAILED_JOB_TTL_S``: a failed job stays in RQ's failed
-  registry that long, for ``rq info`` and RQ dashboards;
+  registry a minute, for ``rq info`` and RQ dashboards;
 - ttl: the job's hash expires if nobody started it by its deadline (tick +
   grace) plus ``claims.CLAIM_SLACK_S``. The leader's sweep clears such
   ticks sooner (orphans.py); this is the backstop when no site sweeps.
@@ -37,10 +37,11 @@ from .entries import rq_queue_name
 from .runner import run_tick
 from .ticks import grace_of, tick_id
 
-# How long RQ keeps a failed tick job (its hash and traceback) in its failed
-# registry. Baton keeps every failure's error text in its own run log; a
-# failing 1 s entry costs ~2 MB of RQ residue at this setting.
-FAILED_JOB_TTL_S = 300
+# How long RQ keeps a failed tick job (its hash, and a results stream with
+# the traceback: ~6 KB) in its failed registry, for a look with `rq info`.
+# Baton keeps each entry's last failure with its error text itself
+# (runs.py); at 300 s a failing 1 s entry held 2.1 MB of RQ residue.
+FAILED_JOB_TTL_S = 60
 
 
 def iso(ts: float) -> str:

@@ -22,9 +22,10 @@ import time
 
 from election import Keys
 
-# Runs kept in the run log: a quarter of an hour of a 1 s entry, 8 hours of the
-# default schedule, at ~100 bytes each.
-RUN_LOG_MAXLEN = 1000
+# Runs kept in the run log (approximately: Redis trims whole nodes of 100):
+# 8 minutes of a 1 s entry, 4 hours of the default schedule, at ~100 bytes
+# each. Each entry's last run and last failure are kept apart, for good.
+RUN_LOG_MAXLEN = 500
 
 # An error's text is kept to this many characters (the end of a traceback
 # says the most).

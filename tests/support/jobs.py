@@ -58,3 +58,7 @@ def enqueue_tick(connection, prefix: str, entry: str, func: str = "tests.support
         meta={"baton_entry": entry, "baton_tick": tick, "baton_on_interrupt": on_interrupt},
     )
     return job_id
+
+
+def always_fails() -> None:
+    raise RuntimeError("this job always fails")
