@@ -44,6 +44,7 @@ from tests.support.jobs import recorded_runs
 from tests.support.lease import leader_site
 from tests.support.redis_server import MINI_PLAN, RedisServer, fill_until_full
 from tests.support.sites import Site
+from tests.support.waiting import wait_until
 from tests.support.web import WebSite
 from workers.claims import CLAIM_SLACK_S
 from workers.loader import load_schedule
@@ -51,17 +52,6 @@ from workers.scheduler import TickScheduler
 from workers.ticks import grace_of
 
 PRODUCTION_TIMINGS = {"BATON_LEASE_TTL": "10", "BATON_RENEW_INTERVAL": "2", "BATON_RENEW_DEADLINE": "7"}
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"bench: timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _used(client) -> int:
@@ -102,7 +92,7 @@ def simulated_day(prefix: str = "bench-day", batch: int = 40) -> dict:
         site = Site("bench", server.url, prefix, "workers.schedule", extra_env=PRODUCTION_TIMINGS)
         raw = server.client(decode_responses=False)
         try:
-            _wait(lambda: leader_site(admin, prefix) == "bench", 20, "the site to lead")
+            wait_until(lambda: leader_site(admin, prefix) == "bench", 20, 0.05, "the site to lead")
             raw.ping()  # the bench's own connection, in the baseline like the admin's
             time.sleep(2)
             site_baseline = _used(admin)
@@ -113,8 +103,8 @@ def simulated_day(prefix: str = "bench-day", batch: int = 40) -> dict:
             for start in range(0, len(day), batch):
                 now = time.time()
                 injector.enqueue([(entry, now + k * 0.001) for k, entry in enumerate(day[start:start + batch])])
-                _wait(lambda: admin.llen(queue_key) == 0, 60, "the worker to drain the batch")
-            _wait(lambda: not admin.hlen(f"{prefix}:ticks:unstarted"), 30, "the last runs")
+                wait_until(lambda: admin.llen(queue_key) == 0, 60, 0.05, "the worker to drain the batch")
+            wait_until(lambda: not admin.hlen(f"{prefix}:ticks:unstarted"), 30, 0.05, "the last runs")
             time.sleep(2)
             used = _used(admin)
             census = _census(admin, prefix)
@@ -160,7 +150,7 @@ def one_second_entry(minutes: float = 10.0, sample_s: float = 10.0) -> dict:
             sites[case] = Site("bench", servers[case].url, f"bench-{case}", schedule, worker=worker,
                                extra_env=PRODUCTION_TIMINGS)
         for case in cases:
-            _wait(lambda: leader_site(admins[case], f"bench-{case}") == "bench", 20, "the site to lead")
+            wait_until(lambda: leader_site(admins[case], f"bench-{case}") == "bench", 20, 0.05, "the site to lead")
         time.sleep(1)
         for case in cases:
             site_baselines[case] = _used(admins[case]) - baselines[case]
@@ -199,7 +189,7 @@ def full_redis(rounds: int = 3, hold_s: float = 10.0, prefix: str = "bench-full"
             admin = server.client()
             site = Site("bench", server.url, prefix, "tests.support.schedule_1s", extra_env=PRODUCTION_TIMINGS)
             try:
-                _wait(lambda: len(recorded_runs(admin, prefix)) >= 2, 30, "ticks to run")
+                wait_until(lambda: len(recorded_runs(admin, prefix)) >= 2, 30, 0.05, "ticks to run")
                 token = admin.hget(f"{prefix}:lease", "token")
                 written = fill_until_full(admin, prefix)
                 time.sleep(hold_s)
@@ -209,7 +199,7 @@ def full_redis(rounds: int = 3, hold_s: float = 10.0, prefix: str = "bench-full"
                 freed_at = time.monotonic()
                 for i in range(written + 1):
                     admin.delete(f"someone-else:{prefix}:{i}")
-                _wait(lambda: len(recorded_runs(admin, prefix)) > runs_before, 30, "the schedule to resume")
+                wait_until(lambda: len(recorded_runs(admin, prefix)) > runs_before, 30, 0.05, "the schedule to resume")
                 resumed_s = time.monotonic() - freed_at
                 results.append({
                     "lease_kept": kept,
@@ -231,25 +221,25 @@ def first_tick_after_handoff(url: str, rounds: int = 30, prefix: str = "bench-fi
     sites = {"a": WebSite("a", url, prefix, schedule="tests.support.schedule_1s", extra_env=env)}
     lateness, wrong_site = [], 0
     try:
-        _wait(lambda: leader_site(admin, prefix) == "a", 30, "a to lead")
+        wait_until(lambda: leader_site(admin, prefix) == "a", 30, 0.05, "a to lead")
         sites["b"] = WebSite("b", url, prefix, schedule="tests.support.schedule_1s", extra_env=env)
-        _wait(lambda: sites["b"].has("worker_waiting_for_lease"), 30, "b's worker to wait")
+        wait_until(lambda: sites["b"].has("worker_waiting_for_lease"), 30, 0.05, "b's worker to wait")
         for _ in range(rounds):
             leader = leader_site(admin, prefix)
             other = "b" if leader == "a" else "a"
-            _wait(lambda: recorded_runs(admin, prefix), 10, "a tick")
+            wait_until(lambda: recorded_runs(admin, prefix), 10, 0.05, "a tick")
             last = recorded_runs(admin, prefix)[-1]["tick"]
             time.sleep(max(0.0, last + 1.5 - time.time()))  # half a second before the next tick
             handed_at = time.time()
             sites[leader].stop()
             next_tick = int(handed_at) + 1.0
-            run = _wait(lambda: next((r for r in recorded_runs(admin, prefix) if r["tick"] == next_tick), None),
-                        15, "the first tick after the handoff")
+            run = wait_until(lambda: next((r for r in recorded_runs(admin, prefix) if r["tick"] == next_tick), None),
+                             15, 0.05, "the first tick after the handoff")
             lateness.append((run["started"] - run["tick"]) * 1000)
             wrong_site += run["site"] != other
             sites[leader].close()
             sites[leader] = WebSite(leader, url, prefix, schedule="tests.support.schedule_1s", extra_env=env)
-            _wait(lambda: sites[leader].has("worker_waiting_for_lease"), 30, "the restarted site to follow")
+            wait_until(lambda: sites[leader].has("worker_waiting_for_lease"), 30, 0.05, "the restarted site to follow")
             time.sleep(0.5)
     finally:
         for site in sites.values():

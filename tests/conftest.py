@@ -30,6 +30,14 @@ def shared_redis():
 
 
 @pytest.fixture
+def raw(shared_redis):
+    """A client of the shared server without decode_responses, as RQ needs."""
+    client = shared_redis.client(decode_responses=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def redis_server():
     """A server of the test's own, for tests that kill, freeze or restart it."""
     server = RedisServer().start()

@@ -33,13 +33,6 @@ class Clock:
 
 
 @pytest.fixture
-def raw(shared_redis):
-    client = shared_redis.client(decode_responses=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def clock():
     return Clock()
 

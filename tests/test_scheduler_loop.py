@@ -7,19 +7,11 @@ import logging
 import time
 from zoneinfo import ZoneInfo
 
-import pytest
 from rq import Queue
 
 from tests.conftest import wait_until
 from workers.entries import Entry, rq_queue_name
 from workers.scheduler import TickScheduler
-
-
-@pytest.fixture
-def raw(shared_redis):
-    client = shared_redis.client(decode_responses=False)
-    yield client
-    client.close()
 
 
 def run_scheduler(raw, prefix, entries):

@@ -9,7 +9,6 @@ import json
 import time
 from zoneinfo import ZoneInfo
 
-import pytest
 from rq import Queue
 
 from election import Keys, read_lease
@@ -69,13 +68,6 @@ def test_a_follower_cannot_start_a_term_in_a_full_redis_and_says_why_not_corrupt
             r.delete(f"someone-else:{prefix}:{i}")
         wait_until(lambda: b.is_leader, timeout=10, what="b leads once memory is freed")
         assert not b.redis_full
-
-
-@pytest.fixture
-def raw(shared_redis):
-    client = shared_redis.client(decode_responses=False)
-    yield client
-    client.close()
 
 
 def make_scheduler(raw, prefix, entries):
