@@ -68,8 +68,10 @@ all on one lease. Per N:
     connections named ``baton:<site>:elector`` that one site had in a CLIENT
     LIST sample (once a second).
 
-    python -m bench.scale_bench                        # all three, own redis-server
-    python -m bench.scale_bench child URL PREFIX SITE  # one site (sites_scale's)
+    python -m bench.scale_bench    # all three, own redis-server
+
+Each site of sites_scale is a ``bench.handoff_child baton`` process (the
+handoff benchmark's contender: stdin "release" / "compete", JSON events).
 """
 
 from __future__ import annotations
@@ -88,9 +90,8 @@ from datetime import datetime
 
 from bench.stats import fmt_ms, summary, table
 
-# redis, election and workers are imported where they are used: this module
-# is also the site children's entry point, and twenty of them start at once
-# on two cores; each needs election only.
+# redis, election and workers are imported where they are used, each by the
+# part that needs it.
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -351,44 +352,11 @@ def backlog_scale(url: str, sizes=(100, 1000, 10000, 100000), prefix: str = "ben
 
 # -- sites: graceful handoff and idle cost with N competitors -------------------------
 
-def run_child(url: str, prefix: str, site: str) -> None:
-    """One site's elector, driven by stdin (as bench/handoff_child.py's baton
-    mode): "release" stops it (demote, RELEASE: a SIGTERM'd dyno), "compete"
-    starts a new one. Prints CLOCK_MONOTONIC JSON lines: "leading" when
-    on_elected runs, "release_sent" just before the RELEASE goes out."""
-    from election import Callbacks, ElectionConfig, Elector, Identity, Lease
-
-    def emit(event):
-        print(json.dumps({"event": event, "t": time.monotonic()}), flush=True)
-
-    class TimedLease(Lease):
-        def release(self, *args, **kwargs):
-            emit("release_sent")
-            return super().release(*args, **kwargs)
-
-    config = ElectionConfig()
-    identity = Identity(site=site, dyno="bench")
-    callbacks = Callbacks(on_elected=lambda _token: emit("leading"))
-
-    def compete():
-        lease = TimedLease.from_url(url, identity, config.ttl_ms, prefix=prefix)
-        return Elector(lease, config, callbacks).start()
-
-    elector = compete()
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "release":
-            elector.stop()
-        elif command == "compete":
-            elector = compete()
-    elector.stop()  # stdin closed: the parent is done
-
-
 class _SiteProcess:
     def __init__(self, url, prefix, site, events):
         self.site = site
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.scale_bench", "child", url, prefix, site],
+            [sys.executable, "-m", "bench.handoff_child", "baton", url, prefix, site],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         threading.Thread(target=self._read, args=(events,), daemon=True).start()
@@ -598,7 +566,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["child"]:
-        run_child(*sys.argv[2:5])
-    else:
-        sys.exit(main())
+    sys.exit(main())
