@@ -17,11 +17,18 @@ def create_app(settings: WebSettings | None = None) -> Flask:
     app.extensions["baton"] = settings or WebSettings.from_env()
 
     from .cli import baton_cli
+    from .csrf import install as install_csrf
+    from .entries import entries
     from .health import health
+    from .metrics import metrics
     from .ops import ops
 
+    # Before every view, so before require_auth too (app/csrf.py says why).
+    install_csrf(app)
     app.register_blueprint(health)
     app.register_blueprint(ops)
+    app.register_blueprint(entries)
+    app.register_blueprint(metrics)
     app.cli.add_command(baton_cli)
 
     return app

@@ -16,12 +16,13 @@ from workers.entries import ScheduleError
 from workers.loader import load_schedule
 from workers.parent_death import die_with_parent
 from workers.settings import ConfigError
-from workers.shutdown import HTTP_STOP_S, WINDING_DOWN_NICENESS
+from workers.shutdown import HTTP_STOP_S, WINDING_DOWN_NICENESS, exit_without_stop_signals
 
 # Validate before gunicorn binds anything: a mistake is one line and exit 2.
 try:
     SETTINGS = WebSettings.from_env()
     load_schedule(SETTINGS.core.schedule_module)
+    SETTINGS.core.refuse_cluster()
 except (ConfigError, ScheduleError) as exc:
     print(f"baton: {exc}", file=sys.stderr)
     sys.exit(2)
@@ -111,3 +112,4 @@ def on_exit(server):
     runtime = getattr(server, "baton_runtime", None)
     if runtime is not None:
         runtime.wait_for_shutdown()
+    exit_without_stop_signals()

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 
 from election import LeaseCorrupt, read_lease
-from workers.settings import Settings
+from election.connection import SentinelURL, is_sentinel_url
+from workers.settings import CLUSTER_REFUSED, Settings
 
 # Every call of the check gets this long: a release phase must not hang.
 CHECK_TIMEOUT_S = 5.0
@@ -33,9 +34,14 @@ class RedisCheckFailed(Exception):
 def _explain(exc: RedisError, url: str, tls_verify: bool) -> str:
     """The likely cause of a connection failure, in the user's terms."""
     parts = urlsplit(url)
-    where = f"{parts.hostname}:{parts.port or 6379}"
+    if is_sentinel_url(url):
+        target = SentinelURL.parse(url)
+        where = (f"Sentinel service {target.service!r} (sentinels "
+                 f"{','.join(f'{host}:{port}' for host, port in target.sentinels)})")
+    else:
+        where = f"{parts.hostname}:{parts.port or 6379}"
     text = str(exc)
-    tls = parts.scheme == "rediss"
+    tls = parts.scheme in ("rediss", "rediss+sentinel")
     if isinstance(exc, AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text:
         if parts.password is None:
             return f"REDIS_URL: {where} requires a password: {parts.scheme}://:<password>@{where}"
@@ -71,18 +77,19 @@ def check_redis(settings: Settings) -> dict:
     try:
         try:
             client.ping()
-            server = client.info("server")
-            memory = client.info("memory")
+            info = client.info()  # its default sections: server, memory, replication, cluster and more
         except RedisError as exc:
             raise RedisCheckFailed(_explain(exc, settings.redis_url, settings.tls_verify)) from None
-        kind = "valkey" if "valkey_version" in server else "redis"
-        version = _version(server)
+        kind = "valkey" if "valkey_version" in info else "redis"
+        version = _version(info)
         if version < MIN_VERSION:
             raise RedisCheckFailed(
                 f"REDIS_URL: {kind} {'.'.join(map(str, version))} is too old: RQ needs Redis "
                 f"{'.'.join(map(str, MIN_VERSION))} or newer")
-        maxmemory, policy = int(memory.get("maxmemory", 0)), memory.get("maxmemory_policy", "unknown")
-        used = int(memory.get("used_memory", 0))
+        if str(info.get("cluster_enabled")) == "1":
+            raise RedisCheckFailed(CLUSTER_REFUSED)
+        maxmemory, policy = int(info.get("maxmemory", 0)), info.get("maxmemory_policy", "unknown")
+        used = int(info.get("used_memory", 0))
         warnings = []
         if policy != "noeviction":
             warnings.append(f"maxmemory-policy is {policy}: Redis may evict Baton's keys (the lease and the run "
@@ -99,7 +106,13 @@ def check_redis(settings: Settings) -> dict:
         except ResponseError as exc:  # a proxy that refuses EVAL
             leader = "unknown"
             warnings.append(f"the server refused a Lua script ({exc}): Baton's lease needs EVAL")
-        facts = {"server": kind, "version": ".".join(map(str, version)), "tls": settings.redis_url.startswith("rediss://"),
+        replicas = int(info.get("connected_slaves", 0))
+        if settings.replicas_ack > replicas:
+            warnings.append(f"BATON_REDIS_REPLICAS_ACK={settings.replicas_ack} but the primary has {replicas} "
+                            "replica(s) connected: no term can start and no tick can run until enough are back")
+        facts = {"server": kind, "version": ".".join(map(str, version)),
+                 "tls": settings.redis_url.startswith(("rediss://", "rediss+sentinel://")),
+                 "replicas": replicas, "replicas_ack": settings.replicas_ack,
                  "maxmemory": maxmemory or "none", "maxmemory_policy": policy, "used_memory": used, "leader": leader}
         return {"facts": facts, "warnings": warnings}
     finally:

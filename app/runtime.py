@@ -16,10 +16,13 @@ import tempfile
 import threading
 import time
 
-from election import Callbacks, Elector, Lease
+from election import Callbacks, Elector
 from election.logfmt import log_event
 from workers.loader import load_schedule
-from workers.scheduler import TickScheduler
+from workers.pool import WORKER_KILL_SLACK_S  # the master SIGKILLs its workers this long after their own deadline
+from workers.scheduler import CONNECTION_TURN_WAIT_S, TickScheduler
+from workers.sites import SitePresence
+from workers.watchdog import Watchdog
 from workers.shutdown import HTTP_STOP_S, RELEASE_S, StopPlan
 
 from .embedded_worker import EmbeddedWorker
@@ -29,17 +32,21 @@ from .settings import WebSettings
 log = logging.getLogger("baton.web")
 
 # How often the state file is rewritten even when nothing changed, so its age
-# tells an HTTP worker whether the master is alive.
+# tells an HTTP worker whether the master is alive. Never less often than
+# twice per (renew_deadline - renew_interval) either (state_refresh_s): a
+# leader's file says "leader" only until its term's deadline (leader_until),
+# which is at least that far ahead when written, so a live leader's file never
+# reads as expired between two writes.
 STATE_REFRESH_S = 1.0
+
+
+def state_refresh_s(election) -> float:
+    return min(STATE_REFRESH_S, (election.renew_deadline - election.renew_interval) / 2)
 
 # How long a stop waits, after the release, for the scheduler loop's thread
 # to end (the demotion before the release already stopped its enqueuing).
 # Its Redis calls are never cut short: with Redis frozen, this bounds them.
 SCHEDULER_STOP_S = 0.5
-
-# The master SIGKILLs its worker this long after the worker's own deadline:
-# the worker ends itself first (workers/worker.py) whenever it can.
-WORKER_KILL_SLACK_S = 0.5
 
 
 class SiteRuntime:
@@ -48,13 +55,19 @@ class SiteRuntime:
         core = settings.core
         self.site = core.identity.site
         self.entries = load_schedule(core.schedule_module)
-        self.lease = Lease.from_url(core.redis_url, core.identity, core.election.ttl_ms, prefix=core.prefix,
-                                    **core.redis_kwargs())
-        self.scheduler = TickScheduler(core.redis_client("scheduler"), core.prefix, core.timezone, self.entries,
-                                       is_leader=lambda: self.elector.is_leader, site=self.site)
+        self.lease = core.lease()
+        self.scheduler = TickScheduler(core.shared_redis_client("scheduler", CONNECTION_TURN_WAIT_S), core.prefix, core.timezone, self.entries,
+                                       is_leader=lambda: self.elector.is_leader, site=self.site, alerts=core.alerts)
         self.elector = Elector(self.lease, core.election, Callbacks(
             on_elected=self._on_elected, on_demoted=self._on_demoted, on_leader_changed=self._on_change))
-        self.worker = EmbeddedWorker(self.site) if settings.embedded_worker else None
+        # Every site watches the leader (only where alerts are configured), on
+        # the scheduler's connection: a following site's is otherwise closed.
+        self.watchdog = Watchdog(self.scheduler.connection, core.prefix, self.entries, core.timezone, site=self.site,
+                                 holder=self.lease.identity.holder, renew_deadline=core.election.renew_deadline,
+                                 alerts=core.alerts, leading=lambda: self.elector.is_leader)
+        self.presence = SitePresence(self.scheduler.connection, core.prefix, self.site, self.lease.identity.holder,
+                                     describe=self._describe, leading=lambda: self.elector.is_leader)
+        self.worker = EmbeddedWorker(self.site, core.worker_concurrency) if settings.embedded_worker else None
         self._stopping = threading.Event()
         self._stop_plan: StopPlan | None = None
         self._shutdown_thread: threading.Thread | None = None
@@ -69,11 +82,25 @@ class SiteRuntime:
 
     def _on_elected(self, token: int) -> None:
         self.scheduler.on_elected(token)
+        if self.worker:
+            self.worker.lead(True)
+        self.presence.changed()
         self.write_state()
 
     def _on_demoted(self, reason: str) -> None:
         self.scheduler.on_demoted(reason)
+        if self.worker:
+            self.worker.lead(False)
+        self.presence.changed()
         self.write_state()
+
+    def _describe(self) -> dict:
+        """This site as the all-sites view shows it (workers/sites.py)."""
+        core = self.settings.core
+        return {"role": "leader" if self.elector.is_leader else "follower", "process": "web",
+                "embedded_worker": bool(self.worker), "worker_concurrency": core.worker_concurrency,
+                "workers_alive": self.worker.processes_alive if self.worker else 0,
+                "stopping": self._stopping.is_set()}
 
     def _on_change(self, _record) -> None:
         self.write_state()
@@ -94,6 +121,8 @@ class SiteRuntime:
                 return
             self.scheduler.start()
             self.elector.start()
+            self.watchdog.start()
+            self.presence.start()
             if self.worker:
                 self.worker.start()
             if self.keep_awake:
@@ -101,7 +130,7 @@ class SiteRuntime:
             threading.Thread(target=self._state_loop, name="baton-state", daemon=True).start()
         log_event(log, logging.INFO, "boot", site=self.site, holder=self.lease.identity.holder,
                   entries=len(self.entries), embedded_worker=bool(self.worker),
-                  keep_awake=bool(self.keep_awake))
+                  worker_concurrency=self.settings.core.worker_concurrency, keep_awake=bool(self.keep_awake))
 
     @property
     def stopping(self) -> bool:
@@ -131,16 +160,18 @@ class SiteRuntime:
         worker_deadline = plan.worker_gone_by + WORKER_KILL_SLACK_S
         try:
             log_event(log, logging.INFO, "shutdown", site=self.site, leader=self.elector.is_leader)
+            self.presence.changed()  # says "stopping" (its own thread: never waited for)
             if worker:
-                worker.request_stop()  # 1. no new job; a running one may finish within the grace
-            busy = bool(worker and worker.busy())
-            # The worker ends itself by then (its own stop: workers/worker.py);
-            # past it, the master kills it.
+                worker.request_stop()  # 1. every worker: no new job; a running one may finish within the grace
+            busy = bool(worker and worker.busy())  # any of the workers runs a job
+            # Each worker ends itself by then (its own stop: workers/worker.py);
+            # past it, the master kills them.
             worker_deadline = (plan if busy else StopPlan(0.0, plan.started)).worker_gone_by + WORKER_KILL_SLACK_S
             if busy:
-                # The worker interrupts, then kills, a job that outlives the
+                # A worker interrupts, then kills, a job that outlives the
                 # grace (workers/worker.py); its work horse is gone once the
-                # job's run is recorded. Past the deadline, this is the backstop.
+                # job's run is recorded. Idle once no worker runs a job; past
+                # the deadline, this is the backstop.
                 if not worker.wait_idle(plan.left(worker_deadline)):
                     log_event(log, logging.ERROR, "worker_killed", site=self.site,
                               reason="still running past the stop's deadline")
@@ -155,6 +186,8 @@ class SiteRuntime:
         finally:
             if handed_over is not None:
                 handed_over()
+        self.watchdog.stop()
+        self.presence.stop(wait=min(RELEASE_S, plan.left(plan.exit_by)))  # its last write says "stopping"
         self.scheduler.stop(SCHEDULER_STOP_S)  # 3. its thread ends
         if worker and not worker.wait(plan.left(worker_deadline)):
             log_event(log, logging.ERROR, "worker_killed", site=self.site, reason="did not exit after the handoff")
@@ -166,17 +199,27 @@ class SiteRuntime:
     def state(self) -> dict:
         elector = self.elector
         leader = elector.leader
+        term = elector.term()
         return {
             "site": self.site,
             "holder": self.lease.identity.holder,
-            "role": "leader" if elector.is_leader else "follower",
-            "token": elector.token,
+            "role": "leader" if term else "follower",
+            "token": term.token if term else None,
+            # The term's self-fencing deadline on the wall clock: readers of
+            # this file (the HTTP workers) trust "leader" only until then, so
+            # a file written before the process froze never says leader once
+            # the elector no longer believes it (app/state.py).
+            "leader_until": time.time() + (term.valid_until - time.monotonic()) if term else None,
             "redis_ok": elector.redis_ok,
             "redis_full": elector.redis_full or self.scheduler.redis_full,
             "leader_site": leader.site if leader else None,
             "stopping": self._stopping.is_set(),
             "counters": dict(elector.counters),
-            "worker": {"embedded": bool(self.worker), "alive": bool(self.worker and self.worker.alive),
+            # The embedded workers (none with BATON_EMBEDDED_WORKER=false: a
+            # worker dyno runs them). alive: at least one of them is running.
+            "worker": {"embedded": bool(self.worker), "concurrency": self.settings.core.worker_concurrency,
+                       "alive": bool(self.worker and self.worker.alive),
+                       "processes_alive": self.worker.processes_alive if self.worker else 0,
                        "restarts": self.worker.restarts if self.worker else 0},
             "keep_awake_hits": self.keep_awake.hits if self.keep_awake else 0,
             "written_at": time.time(),
@@ -190,7 +233,8 @@ class SiteRuntime:
         os.replace(tmp, self.state_path)
 
     def _state_loop(self) -> None:
-        while not self._stopping.wait(STATE_REFRESH_S):
+        refresh = state_refresh_s(self.settings.core.election)
+        while not self._stopping.wait(refresh):
             try:
                 self.write_state()
             except OSError as exc:

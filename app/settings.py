@@ -7,32 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from workers.settings import ConfigError, Settings, _seconds
-
-
-def _whole(env, name, default: int, low: int, high: int, what: str) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise ConfigError(f"{name} must be {what}, a whole number from {low} to {high}; got {raw!r}")
-    return value
-
-
-def _flag(env, name, default: bool) -> bool:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false (1/0, yes/no); got {raw!r}")
+from workers.settings import ConfigError, Settings, _flag, _seconds, _whole
 
 
 @dataclass(frozen=True)

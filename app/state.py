@@ -12,11 +12,17 @@ from redis.exceptions import ResponseError
 
 from election import Keys, LeaseCorrupt, read_lease
 from election.outage import OOM_FIX
+from workers.controls import paused
+from workers.loader import load_schedule
 from workers.presence import workers
-from workers.runs import last_failures, last_runs, recent_runs, run_counts
+from workers.sites import sites
+from workers.runs import last_failures, last_runs, recent_runs, run_counts, tick_histories
 
 # Runs of all entries /status lists, newest first (the run log keeps ~500).
 RECENT_RUNS = 20
+
+# Ticks per entry /status lists (the dashboard's strip).
+TICK_STRIP = 20
 
 # A state file older than this means the master stopped refreshing it.
 STATE_STALE_S = 5.0
@@ -45,6 +51,27 @@ def redis_client():
     return client
 
 
+def raw_redis_client():
+    """A client without decode_responses, for RQ (run now builds an RQ job):
+    made on first use, one connection, in the HTTP worker that needs it."""
+    app = current_app
+    client = app.extensions.get("baton_raw_redis")
+    if client is None:
+        client = app.extensions["baton_raw_redis"] = settings().core.redis_client(
+            "web", socket_timeout=2, socket_connect_timeout=2, max_connections=1)
+    return client
+
+
+def schedule_entries() -> list:
+    """The schedule, loaded once per process (the master loaded and checked
+    the same module at boot)."""
+    app = current_app
+    loaded = app.extensions.get("baton_entries")
+    if loaded is None:
+        loaded = app.extensions["baton_entries"] = load_schedule(settings().core.schedule_module)
+    return loaded
+
+
 def master_state() -> dict | None:
     """The gunicorn master's published state, or None outside gunicorn."""
     path = os.environ.get("BATON_STATE_FILE")
@@ -56,6 +83,11 @@ def master_state() -> dict | None:
     except (OSError, ValueError):
         return None
     state["stale"] = time.time() - state.get("written_at", 0) > STATE_STALE_S
+    if state.get("role") == "leader" and not (state.get("leader_until") or 0) > time.time():
+        # Written while leading, but the term's renew deadline has passed
+        # since: the elector no longer believes it leads (a freeze, a lost
+        # Redis), whatever the file says until its next rewrite.
+        state.update(role="follower", token=None, leader_expired=True)
     return state
 
 
@@ -93,6 +125,7 @@ def status() -> dict:
     except LeaseCorrupt as exc:
         lease, lease_problem = None, {"key": exc.key, "problem": exc.problem, "fix": exc.fix}
     site = core.identity.site
+    seen_workers = workers(client, prefix)
     slots = client.zrange(keys.scheduled_jobs, 0, -1, withscores=True)
     history = []
     for entry_id, fields in client.xrevrange(keys.history, "+", "-", count=50):
@@ -112,10 +145,15 @@ def status() -> dict:
         "last_failures": last_failures(client, prefix),
         "recent_runs": recent_runs(client, prefix, RECENT_RUNS),
         "run_counts": {f"{e}:{o}": n for (e, o), n in run_counts(client, prefix).items()},
+        "paused": paused(client, prefix),
+        # Each entry's newest ticks and what became of them (the dashboard's strip).
+        "ticks": tick_histories(client, prefix, [entry.name for entry in schedule_entries()], TICK_STRIP),
         "history": history,
         # Every RQ worker seen lately, of every site: its state says whether
         # it waits for its site to lead, and whether its site competes at all.
-        "workers": workers(client, prefix),
+        "workers": seen_workers,
+        # Every site master, its role (or gone), version, and its workers.
+        "sites": sites(client, prefix, seen_workers),
         "redis": redis_memory(client, state.get("redis_full", False)),
         "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "redis_full", "counters", "worker",
                                                "stale")},

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 
-from bench import (election_bench, footprint_bench, handoff, machine, memory_bench, peer_lags, platform_bench,
-                   scale_bench, takeover_restart, ticks_bench, web_bench)
+from bench import (concurrency_bench, election_bench, failover_bench, footprint_bench, handoff, machine, memory_bench,
+                   peer_lags, platform_bench, scale_bench, takeover_restart, ticks_bench, web_bench)
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -45,6 +45,10 @@ FIRST_TICK_ROUNDS = int(os.environ.get("BENCH_FIRST_TICK_ROUNDS", "30"))
 FULL_REDIS_ROUNDS = int(os.environ.get("BENCH_FULL_REDIS_ROUNDS", "3"))
 TAKEOVER_RESTART_ROUNDS = int(os.environ.get("BENCH_TAKEOVER_RESTART_ROUNDS", "60"))
 SCALE_SITES_ROUNDS = int(os.environ.get("BENCH_SCALE_SITES_ROUNDS", "200"))
+# BATON_WORKER_CONCURRENCY values measured (memory and connections of a site).
+CONCURRENCY_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_CONCURRENCY_COUNTS", "1,2,4").split(","))
+# Sentinel failovers (issue 14), per mode (acknowledgement off, on): ~5 s each.
+FAILOVER_ROUNDS = int(os.environ.get("BENCH_FAILOVER_ROUNDS", "10"))
 
 
 def timed(name, fn, *args, **kwargs):
@@ -96,6 +100,11 @@ def main() -> int:
     one_second = timed(f"memory: 1 s entries for {MEMORY_MINUTES:g} min", memory_bench.one_second_entry,
                        MEMORY_MINUTES)
     full = timed("a full Mini Redis under a leading site", memory_bench.full_redis, FULL_REDIS_ROUNDS)
+    with RedisServer() as own:  # every client but the benchmark's is a site's
+        concurrency = timed("worker concurrency: memory and connections of a site", concurrency_bench.measure,
+                            own.url, CONCURRENCY_COUNTS)
+    failover = failover_bench.summarize(timed("Redis Sentinel failovers, replica acknowledgement off and on",
+                                              failover_bench.measure, FAILOVER_ROUNDS))
 
     results = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -127,7 +136,9 @@ def main() -> int:
                                                    "run_by_the_old_leader": first_tick["run_by_the_old_leader"]},
                       "takeover_after_restart_then_crash": takeover_after_restart,
                       "scale": scale,
-                  }},
+                  },
+                  "worker_concurrency": concurrency,
+                  "sentinel_failover": failover},
         "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
                               "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
         "rq_scheduler": {"graceful_handoff": rq_handoff, "takeover_lag_after_expiry": rq_takeover,
@@ -203,13 +214,14 @@ def render(results) -> str:
     w = b["web"]
     out.append("")
     out.append(table(
-        ["Baton web dyno (gunicorn, WEB_CONCURRENCY=2, embedded worker)", "measured", "target"],
+        ["Baton web dyno (gunicorn, WEB_CONCURRENCY=2, 2 embedded workers)", "measured", "target"],
         [
             [f"boot to port bound p50 / p99 ({w['boot_to_bound']['n']} boots)",
              f"{fmt_ms(w['boot_to_bound'].get('p50'))} / {fmt_ms(w['boot_to_bound'].get('p99'))}", "<= 2 s"],
             [f"SIGTERM → other site leads p50 / p99 ({w['sigterm_handoff']['n']} rounds, no job)",
              f"{fmt_ms(w['sigterm_handoff'].get('p50'))} / {fmt_ms(w['sigterm_handoff'].get('p99'))}", "p99 <= 20 ms"],
-            ["Redis connections per dyno (max seen)", w["dyno"]["connections_max"], "<= 4"],
+            # elector + scheduler + 1 per worker (2), + 1 per HTTP worker that served a page, + 1 per job running.
+            ["Redis connections per dyno (max seen)", w["dyno"]["connections_max"], "<= 5 (+1 per job running)"],
             ["memory per dyno: PSS / RSS summed", f"{w['dyno']['pss_mb']:.0f} MB / {w['dyno']['rss_mb']:.0f} MB",
              "<= 200 MB"],
         ],
@@ -235,6 +247,10 @@ def render(results) -> str:
     ))
     out.append("")
     out.append(render_small_redis(b["small_redis"]))
+    out.append("")
+    out.append(concurrency_bench.render(b["worker_concurrency"]))
+    out.append("")
+    out.append(failover_bench.render(b["sentinel_failover"]))
     m = results["machine"]
     steal = m.get("cpu_steal_percent")
     out.append("")

@@ -80,7 +80,8 @@ def _memory_kb(pid: int, field: str) -> int:
 
 
 def dyno_footprint(url: str, seconds: float, prefix: str = "bench-dyno") -> dict:
-    """One site, WEB_CONCURRENCY=2 with the embedded worker, at steady state:
+    """One site, WEB_CONCURRENCY=2 with the embedded workers (the default
+    BATON_WORKER_CONCURRENCY), at steady state:
     the most Redis connections it held at once (CLIENT LIST on a server of
     its own, named or not — RQ's pubsub connection carries no name), and the
     memory of the whole process tree (master, HTTP workers, RQ worker):

@@ -64,6 +64,14 @@ class ElectionConfig:
     # Entries kept in the ``{prefix}:history`` stream (approximate trimming).
     history_maxlen: int = 1000
 
+    # After a Redis failover (elector._on_primary_changed) no term starts for
+    # this long. None: the ttl. A leader cut off from the old primary believes
+    # it leads for at most renew_deadline after its last renewal, which came
+    # before the failover was seen; the ttl adds the same margin for clock
+    # drift the lease itself keeps, and makes a failover cost what a leader's
+    # crash costs.
+    failover_quarantine: "float | None" = None  # None becomes the ttl
+
     def __post_init__(self) -> None:
         for name in (
             "ttl",
@@ -92,6 +100,14 @@ class ElectionConfig:
             raise ValueError("server_timer_slack must be >= 0 and shorter than ttl")
         if self.step_down_hold_off < 0:
             raise ValueError("step_down_hold_off must be >= 0")
+        if self.failover_quarantine is None:
+            object.__setattr__(self, "failover_quarantine", self.ttl)  # frozen: set once, here
+        if not (
+                isinstance(self.failover_quarantine, (int, float)) and self.failover_quarantine >= self.renew_deadline):
+            raise ValueError(
+                f"failover_quarantine ({self.failover_quarantine}) must be at least renew_deadline "
+                f"({self.renew_deadline}): a leader cut off by the failover may believe it leads that long"
+            )
         if not isinstance(self.history_maxlen, int) or self.history_maxlen < 1:
             raise ValueError("history_maxlen must be a whole number >= 1")
 

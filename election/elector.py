@@ -34,9 +34,10 @@ from .backoff import Backoff
 from .callbacks import CallbackRunner, Callbacks
 from .config import ElectionConfig
 from .errors import LeaseCorrupt
-from .lease import STEP_DOWN, Acquired, Lease
+from .lease import STEP_DOWN, Acquired, Lease, Quarantined
 from .logfmt import log_event
 from .outage import OutageLog
+from .primary import PrimaryChanged
 from .record import LeaseRecord
 
 log = logging.getLogger("baton.election")
@@ -58,6 +59,16 @@ LATE_RENEWAL_FACTOR = 1.5
 # before 7.0.8 reads "0.001" as 0, i.e. block forever. Below this, the
 # follower sleeps out the lease on its own clock instead.
 MIN_SERVER_WAIT = 0.01
+
+# After a failover the fence counter may have gone back: the replica that was
+# promoted missed the writes of the last moments before it, acquisitions
+# (INCRs of the fence) among them. The first terms after it therefore start
+# this far above the highest token the site has seen. A failover loses at
+# most the replication lag's worth of writes (Sentinel promotes the freshest
+# replica, and none whose link was down for long), and terms start at most a
+# few times a second even in a flapping deployment: 1000 leaves a margin of
+# orders of magnitude, at the cost of a visible jump in the tokens.
+FAILOVER_TOKEN_STEP = 1000
 
 
 @dataclass(frozen=True)
@@ -113,10 +124,11 @@ class Elector:
         self._blocked_in_wait = False
         self._wait_cut = False  # stop() cut a wait, and the ACQUIRE behind it
         self._last_corrupt_report: dict = {}
+        self._quarantine_reported = False
         self._redis_ok: Optional[bool] = None
         # Monotonic counters for /metrics; each written by the loop thread only.
         self.counters = {"elected": 0, "demoted": 0, "renewals": 0, "renew_failures": 0,
-                         "released": 0, "redis_errors": 0}
+                         "released": 0, "redis_errors": 0, "primary_changes": 0}
 
         self._started = False
         self._stopping = threading.Event()
@@ -215,6 +227,8 @@ class Elector:
                         self._lead_once()
                     else:
                         self._follow_once()
+                except PrimaryChanged as exc:
+                    self._on_primary_changed(exc)
                 except LeaseCorrupt as exc:
                     self._report_corrupt(exc)
                     # Junk that expires is waited out; junk without a TTL is
@@ -259,6 +273,10 @@ class Elector:
         self._succeeded()
         signal_problem = None
         while not isinstance(result, Acquired):
+            if isinstance(result, Quarantined):
+                self._wait_out_quarantine(result)
+                return
+            self._quarantine_reported = False
             self._observe(result)
             # The lease runs out pttl after the server read it, which was after
             # `sent`: aiming at sent + pttl is early by at most a round trip, and
@@ -306,6 +324,13 @@ class Elector:
                 # next wait seconds early, and wake an idle follower for nothing.
                 sent = wait_started + blocking_for
         self._become_leader(result, sent)
+
+    def _wait_out_quarantine(self, quarantined: Quarantined) -> None:
+        if not self._quarantine_reported:
+            self._quarantine_reported = True
+            log_event(log, logging.WARNING, "election_quarantined", site=self._site,
+                      ms_left=quarantined.pttl_ms, detail=quarantined.detail)
+        self._sleep(max(quarantined.pttl_ms / 1000, MIN_SERVER_WAIT))
 
     def _observe(self, record: Optional[LeaseRecord]) -> None:
         previous = self._leader
@@ -457,6 +482,39 @@ class Elector:
         return False
 
     # trouble -------------------------------------------------------------
+
+    def _on_primary_changed(self, exc: PrimaryChanged) -> None:
+        """The lease's connection reached another Redis server than before (a
+        failover or a restart: election/primary.py). The lease, the fence and
+        the history there may lack the last writes, so: a leader steps down at
+        once (its lease there may be gone and handed to someone else already);
+        every site holds off for the quarantine — the longest an earlier
+        leader, cut off from the old primary, may still believe it leads is
+        its renew deadline, and ``failover_quarantine`` (the ttl by default)
+        covers that with the lease's own margin for clock drift; and the fence
+        is lifted FAILOVER_TOKEN_STEP above the highest token this site has
+        seen. The quarantine is written to Redis (scripts.QUARANTINE), so
+        sites that did not see the change, or started since, wait too."""
+        self.counters["primary_changes"] += 1
+        log_event(log, logging.WARNING, "redis_primary_changed", site=self._site,
+                  previous_run_id=exc.previous.run_id, run_id=exc.current.run_id,
+                  server=f"{exc.current.server}-{exc.current.version}", leader=self._term is not None)
+        self._demote("redis_primary_changed")
+        quarantine = self._config.failover_quarantine
+        self._hold_off_until = max(self._hold_off_until, self._clock() + quarantine)
+        self._highest_token += FAILOVER_TOKEN_STEP
+        detail = (f"site={self._site} previous_run_id={exc.previous.run_id} run_id={exc.current.run_id} "
+                  f"token_floor={self._highest_token}")
+        try:
+            left = self._lease.quarantine(round(quarantine * 1000), self._highest_token, detail,
+                                          timeout=self._config.socket_timeout)
+        except (RedisError, LeaseCorrupt) as error:  # held off locally all the same
+            log_event(log, logging.WARNING, "quarantine_not_written", site=self._site,
+                      error=f"{type(error).__name__}: {error}")
+            return
+        log_event(log, logging.WARNING, "election_quarantined", site=self._site, ms_left=left,
+                  token_floor=self._highest_token)
+        self._quarantine_reported = True
 
     def _on_redis_error(self, exc: RedisError) -> None:
         if self._stopping.is_set() and self._term is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 
 class LeaseCorrupt(Exception):
@@ -31,3 +31,15 @@ class RedisFull(OutOfMemoryError):
     term can start until memory is freed; a leader keeps renewing (its
     renewal needs none). A RedisError, so every retry loop handles it, and
     told apart from an outage by election.outage."""
+
+
+class ReplicasBehind(RedisError):
+    """A write was applied on the primary but not acknowledged by enough
+    replicas within its time (``WAIT``; BATON_REDIS_REPLICAS_ACK): a failover
+    now could lose it, so it does not count — no term starts on it, a renewal
+    does not extend the term, no run starts on its claim. A RedisError, so
+    every retry loop handles it like an outage."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int):
+        self.acked, self.wanted, self.timeout_ms = acked, wanted, timeout_ms
+        super().__init__(f"{what}: {acked} of {wanted} replicas acknowledged within {timeout_ms} ms")

@@ -54,6 +54,12 @@ class Keys:
         """Followers waiting for a release (zset: holder -> end of its wait, ms)."""
         return f"{self.prefix}:lease:waiters"
 
+    @property
+    def quarantine(self) -> str:
+        """Set after a Redis failover: no term starts while it exists
+        (string: who saw the failover, when, the old and new server ids)."""
+        return f"{self.prefix}:lease:quarantine"
+
     # -- the schedule and its runs (workers/) -------------------------------
 
     @property
@@ -69,6 +75,50 @@ class Keys:
     def run_claim(self, tick_id: str) -> str:
         """Taken (SET NX) by the one run of a tick."""
         return f"{self.prefix}:ran:{tick_id}"
+
+    @property
+    def paused(self) -> str:
+        """Entries an operator paused (hash: entry -> JSON: by, at, note)."""
+        return f"{self.prefix}:paused"
+
+    def running(self, entry: str) -> str:
+        """Runs of ``entry`` in progress (zset: '<token>|<job id>' -> until
+        when, ms; kept alive by the run's lease watch, so a dead worker's
+        mark lapses)."""
+        return f"{self.prefix}:running:{entry}"
+
+    def buffered(self, entry: str) -> str:
+        """The one tick of ``entry`` waiting for its running run to end
+        (overlap='buffer_one'): the id of its job, with the tick's deadline as TTL."""
+        return f"{self.prefix}:buffered:{entry}"
+
+    @property
+    def retries(self) -> str:
+        """Retries of failed runs waiting for their time (zset: job id -> due, s)."""
+        return f"{self.prefix}:retries"
+
+    def tick_log(self, entry: str) -> str:
+        """Every recent tick of ``entry`` and what became of it (a capped stream)."""
+        return f"{self.prefix}:tick-log:{entry}"
+
+    def alert(self, event: str) -> str:
+        """Taken (SET NX) by the first site to raise the alert of ``event``."""
+        return f"{self.prefix}:alert:{event}"
+
+    @property
+    def alert_outbox(self) -> str:
+        """Alerts raised and not yet sent (a capped list of JSON)."""
+        return f"{self.prefix}:alerts:outbox"
+
+    @property
+    def alert_counts(self) -> str:
+        """Alerts by kind and outcome (hash: '<kind>:<sent|failed|dropped>' -> count)."""
+        return f"{self.prefix}:alert-counts"
+
+    @property
+    def alerts_open(self) -> str:
+        """Conditions alerted on and not recovered yet (hash: condition -> JSON)."""
+        return f"{self.prefix}:alerts:open"
 
     @property
     def runs(self) -> str:
@@ -91,6 +141,16 @@ class Keys:
         return f"{self.prefix}:run-counts"
 
     @property
+    def histograms(self) -> str:
+        """Run lateness and duration per entry, in buckets (hash: '<entry>|<name>|<bound>' -> count)."""
+        return f"{self.prefix}:histograms"
+
+    @property
+    def last_success(self) -> str:
+        """When each entry last succeeded (hash: entry -> epoch s)."""
+        return f"{self.prefix}:last-success"
+
+    @property
     def fence_marks(self) -> str:
         """Where fence marks were kept before they had a key each (hash,
         read and emptied by fenced writes; see fence_mark)."""
@@ -99,6 +159,11 @@ class Keys:
     def fence_mark(self, key: str) -> str:
         """The highest token that wrote the fenced ``key``; expires with it."""
         return f"{self.prefix}:fence-mark:{key}"
+
+    @property
+    def sites(self) -> str:
+        """Every site master taking part (hash: holder -> JSON: role, version, last seen)."""
+        return f"{self.prefix}:sites"
 
     @property
     def workers(self) -> str:

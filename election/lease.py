@@ -10,20 +10,26 @@ thread.
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import time
 from dataclasses import dataclass
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from . import scripts
-from .errors import LeaseCorrupt, RedisFull
+from .connection import connection_pool
+from .errors import LeaseCorrupt, RedisFull, ReplicasBehind
 from .identity import Identity
 from .keys import Keys
+from .logfmt import log_event
+from .primary import PrimaryChanged, ServerFacts, parse_info
 from .record import LeaseRecord
+
+log = logging.getLogger("baton.election")
 
 # How long a release signal waits in the list for a candidate that was between
 # two commands when it was pushed. Long enough for a round trip or a reconnect,
@@ -71,11 +77,19 @@ class Acquired:
 
 
 @dataclass(frozen=True)
+class Quarantined:
+    """ACQUIRE's answer while a failover's quarantine lasts (no term starts)."""
+
+    pttl_ms: int
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class Woken:
     """What :meth:`Lease.wait_then_acquire` saw."""
 
     signalled: bool  # a release ended the wait (False: it timed out)
-    outcome: "Acquired | LeaseRecord"  # what the ACQUIRE behind the wait got
+    outcome: "Acquired | LeaseRecord | Quarantined"  # what the ACQUIRE behind the wait got
     signal_problem: "LeaseCorrupt | None" = None  # junk at the signal key: no release can end a wait
 
 
@@ -92,6 +106,7 @@ _ACQUIRE = _Script(scripts.ACQUIRE)
 _RENEW = _Script(scripts.RENEW)
 _RELEASE = _Script(scripts.RELEASE)
 _READ = _Script(scripts.READ)
+_QUARANTINE = _Script(scripts.QUARANTINE)
 
 
 def _record(flat: list, pttl_ms: int, key: str) -> LeaseRecord:
@@ -133,14 +148,25 @@ class Lease:
     """One deployment's lease, seen by one candidate over one connection.
 
     Guarantees (with a single Redis primary; a failover to a replica that
-    missed the last write can hand the lease out twice — fencing tokens are
-    what protects resources then):
+    missed the last write can hand the lease out twice unless
+    ``replicas_ack`` is set — see below and the README's "Replicated Redis"):
 
     - at most one holder at a time: ACQUIRE writes only where no lease exists;
     - renew and release act only while ``holder`` and ``token`` both match;
     - tokens strictly increase across acquisitions (INCR ``{prefix}:fence``,
       never below the ``token_floor`` a caller passes);
     - the lease always carries a TTL.
+
+    With ``replicas_ack`` = n > 0, an acquisition or a renewal counts only once
+    n replicas have acknowledged it (``WAIT n``, sent after the script on the
+    same connection, for at most ``replica_ack_timeout`` s): otherwise it
+    raises :class:`ReplicasBehind` — an acquisition is given back first, so a
+    term never starts on a write a failover could lose.
+
+    Every reconnect reads INFO, and one that finds another server process
+    than before (a promoted replica, a restarted primary) raises
+    :class:`PrimaryChanged` before its command is sent: writes made on the
+    previous server may be gone, and the elector must know.
     """
 
     def __init__(
@@ -150,6 +176,8 @@ class Lease:
         ttl_ms: int,
         prefix: str = "baton",
         history_maxlen: int = 1000,
+        replicas_ack: int = 0,
+        replica_ack_timeout: float = 0.5,
     ):
         self._conn = connection
         # Every call without a budget of its own gets this one (connect, handshake, reply).
@@ -158,6 +186,14 @@ class Lease:
         self.ttl_ms = int(ttl_ms)
         self.keys = Keys(prefix)
         self.history_maxlen = history_maxlen
+        self.replicas_ack = int(replicas_ack)
+        self.replica_ack_timeout = float(replica_ack_timeout)
+        self.server: ServerFacts | None = None  # the server last connected to, from its INFO
+        # Set when an acquisition went unacknowledged: until INFO shows enough
+        # replicas again, candidates ask INFO instead of writing a lease (and
+        # using up a token) that would only be given back.
+        self._replicas_missing = False
+        self._info_refused = False
 
     @classmethod
     def from_url(
@@ -169,13 +205,17 @@ class Lease:
         history_maxlen: int = 1000,
         socket_timeout: float = 2.0,
         role: str = "elector",
+        replicas_ack: int = 0,
+        replica_ack_timeout: float = 0.5,
         **connection_kwargs,
     ) -> "Lease":
         """Open (lazily) the one connection this lease uses.
 
-        ``connection_kwargs`` go to redis-py (e.g. ``ssl_cert_reqs="none"`` for
-        Heroku's self-signed certificate). The connection names itself
-        ``baton:<site>:<role>`` so ``redis-cli CLIENT LIST`` shows who is there.
+        ``url`` is either form election.connection takes (one server, or
+        ``redis+sentinel://``). ``connection_kwargs`` go to redis-py (e.g.
+        ``ssl_cert_reqs="none"`` for Heroku's self-signed certificate). The
+        connection names itself ``baton:<site>:<role>`` so ``redis-cli CLIENT
+        LIST`` shows who is there.
         """
         options = dict(
             client_name=f"baton:{identity.site}:{role}",
@@ -188,8 +228,9 @@ class Lease:
             health_check_interval=0,
         )
         options.update(connection_kwargs)
-        pool = redis.ConnectionPool.from_url(url, **options)
-        return cls(pool.make_connection(), identity, ttl_ms, prefix, history_maxlen)
+        pool = connection_pool(url, **options)
+        return cls(pool.make_connection(), identity, ttl_ms, prefix, history_maxlen, replicas_ack,
+                   replica_ack_timeout)
 
     # -- transport ---------------------------------------------------------
 
@@ -212,22 +253,45 @@ class Lease:
         return self._read_by(deadline)
 
     def _connect_by(self, deadline: float) -> None:
-        """Reconnect if needed, the connect and its handshake done by ``deadline``."""
+        """Reconnect if needed, the connect and its handshake done by
+        ``deadline``; then see which server it reached (module docstring)."""
         if not self._conn.is_connected:
             budget = min(self._socket_timeout, max(deadline - time.monotonic(), _MIN_WAIT))
             self._conn.socket_connect_timeout = budget
             self._conn.socket_timeout = budget
             self._conn.connect()
+            self._identify_server(deadline)
+
+    def _identify_server(self, deadline: float) -> None:
+        if self._info_refused:
+            return
+        self._conn.send_command("INFO")
+        try:
+            facts = ServerFacts.from_info(self._read_by(deadline))
+        except ResponseError as exc:  # a proxy that hides INFO: no failover detection
+            self._info_refused = True
+            log_event(log, logging.WARNING, "redis_info_refused", site=self.identity.site,
+                      error=f"{type(exc).__name__}: {exc}", effect="failovers are not detected by run_id")
+            return
+        previous, self.server = self.server, facts
+        if previous is not None and facts.run_id and previous.run_id != facts.run_id:
+            raise PrimaryChanged(previous, facts)
 
     def _read_by(self, deadline: float):
-        return self._conn.read_response(timeout=max(deadline - time.monotonic(), _MIN_WAIT))
+        # A reply that does not come in time drops the connection (explicitly:
+        # redis-py's Sentinel connection does not by default, and would then
+        # stay on a primary cut off by a partition, its late replies read as
+        # answers to later commands).
+        return self._conn.read_response(timeout=max(deadline - time.monotonic(), _MIN_WAIT),
+                                        disconnect_on_error=True)
 
     def _deadline(self, timeout) -> float:
         """When a call given ``timeout`` s (None: the socket timeout) must be done."""
         return time.monotonic() + (self._socket_timeout if timeout is None else timeout)
 
-    def _script(self, script: _Script, keys: list, args: list, timeout=None):
-        deadline = self._deadline(timeout)
+    def _script(self, script: _Script, keys: list, args: list, timeout=None, deadline=None):
+        if deadline is None:
+            deadline = self._deadline(timeout)
         try:
             return self._call("EVALSHA", script.sha, len(keys), *keys, *args, deadline=deadline)
         except NoScriptError:
@@ -246,17 +310,67 @@ class Lease:
         Raises :class:`LeaseCorrupt` for junk at a Baton key, redis errors on
         transport trouble."""
         keys, args = self._acquire_keys_args(token_floor)
-        return self._acquire_outcome(self._script(_ACQUIRE, keys, args, timeout=timeout))
+        deadline = self._deadline(timeout)
+        if self._replicas_missing:
+            self._check_replicas_back(deadline)
+        outcome = self._acquire_outcome(self._script(_ACQUIRE, keys, args, deadline=deadline))
+        return self._acknowledged_acquisition(outcome, deadline)
+
+    def _check_replicas_back(self, deadline: float) -> None:
+        info = parse_info(self._call("INFO", "replication", deadline=deadline))
+        online = sum(1 for key, value in info.items() if key.startswith("slave") and key[5:].isdigit()
+                     and "state=online" in value)
+        if online < self.replicas_ack:
+            raise ReplicasBehind("acquire (replicas online)", online, self.replicas_ack, 0)
+        self._replicas_missing = False
+
+    def _acknowledged_acquisition(self, outcome, deadline: float):
+        """With replicas_ack, an acquisition counts once replicated; otherwise
+        it is given back and ReplicasBehind raised."""
+        if not (self.replicas_ack and isinstance(outcome, Acquired)):
+            return outcome
+        try:
+            self._await_replicas("acquire", deadline)
+        except ReplicasBehind:
+            self._replicas_missing = True
+            try:
+                self.release(outcome.token, "replicas_behind", event="stepped_down", timeout=self._socket_timeout)
+            except RedisError:
+                pass  # it expires with its ttl
+            raise
+        return outcome
+
+    def _await_replicas(self, what: str, deadline: float) -> None:
+        """WAIT for replicas_ack replicas to have this connection's writes,
+        for at most replica_ack_timeout and never past ``deadline``."""
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        wait_ms = max(1, min(int(self.replica_ack_timeout * 1000), left_ms - 1))
+        acked = int(self._call("WAIT", self.replicas_ack, wait_ms, deadline=deadline))
+        if acked < self.replicas_ack:
+            raise ReplicasBehind(what, acked, self.replicas_ack, wait_ms)
+
+    def quarantine(self, quarantine_ms: int, token_floor: int, detail: str, timeout=None) -> int:
+        """Hold every election off for ``quarantine_ms`` and raise the fence to
+        ``token_floor`` (scripts.QUARANTINE). Returns the quarantine's ms left."""
+        reply = self._script(_QUARANTINE, [self.keys.quarantine, self.keys.fence, self.keys.history],
+                             [int(quarantine_ms), int(token_floor), detail, self.history_maxlen,
+                              self.identity.site], timeout=timeout)
+        if reply[0] == "corrupt":
+            raise self._corrupt(reply)
+        return int(reply[1])
 
     def _acquire_keys_args(self, token_floor: int) -> tuple:
-        keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters, self.keys.elected_channel]
+        keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters, self.keys.elected_channel,
+                self.keys.quarantine]
         args = [self.identity.holder, self.identity.site, self.ttl_ms, int(token_floor),
                 self.history_maxlen, WAITER_GRACE_MS]
         return keys, args
 
-    def _acquire_outcome(self, reply) -> "Acquired | LeaseRecord":
+    def _acquire_outcome(self, reply) -> "Acquired | LeaseRecord | Quarantined":
         if reply[0] == "acquired":
             return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4])
+        if reply[0] == "quarantined":
+            return Quarantined(int(reply[1]), reply[2] or "")
         if reply[0] == "corrupt":
             raise self._corrupt(reply)
         if reply[0] == "oom":
@@ -267,15 +381,20 @@ class Lease:
         """Extend the lease by its ttl if still held under ``token``. Returns
         the server time of the renewal (ms), None if the lease is lost, or
         :data:`STEP_DOWN` if an operator asked this holder to step down."""
+        deadline = self._deadline(timeout)
         reply = self._script(
             _RENEW,
             [self.keys.lease, self.keys.step_down],
             [self.identity.holder, token, self.ttl_ms],
-            timeout=timeout,
+            deadline=deadline,
         )
         if reply[0] == "step_down":
             return STEP_DOWN
-        return int(reply[1]) if reply[0] == "renewed" else None
+        if reply[0] != "renewed":
+            return None
+        if self.replicas_ack:
+            self._await_replicas("renew", deadline)
+        return int(reply[1])
 
     def release(self, token: int, reason: str, event: str = "released", timeout=None):
         """Delete the lease if still held under ``token`` and wake every
@@ -355,7 +474,7 @@ class Lease:
         except NoScriptError:
             # The server lost its scripts (restart, SCRIPT FLUSH): send the source.
             reply = self._call("EVAL", _ACQUIRE.source, len(keys), *keys, *args, deadline=acquire_deadline)
-        outcome = self._acquire_outcome(reply)
+        outcome = self._acknowledged_acquisition(self._acquire_outcome(reply), acquire_deadline)
         if signal_error is None:
             return Woken(signalled, outcome)
         if str(signal_error).startswith("WRONGTYPE"):

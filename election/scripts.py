@@ -87,16 +87,32 @@ local function forget_waiter(waiters, holder)
 end
 """
 
+# Shared by ACQUIRE and QUARANTINE: the fencing counter is a string (the
+# integer Baton wrote) or absent; anything else is junk, reported with its
+# PTTL and never overwritten.
+_INSPECT_FENCE = """
+local function inspect_fence(fence)
+  local kind = redis.call('TYPE', fence)['ok']
+  if kind ~= 'none' and kind ~= 'string' then
+    return {'corrupt', fence, 'wrong type ' .. kind .. ' (expected integer string)', redis.call('PTTL', fence)}
+  end
+end
+"""
+
 # ACQUIRE — take the lease if nobody holds it, and publish the new term's
 # site on the elected channel (PUBLISH needs no memory and no subscriber):
 # workers waiting for their site to lead wake on it instead of polling.
-# KEYS: lease, fence, history, waiters, elected channel.
+# KEYS: lease, fence, history, waiters, elected channel, quarantine.
 # ARGV: holder, site, ttl_ms, token_floor, history_maxlen, waiter_grace_ms.
 # Replies:
 #   {'acquired', token, now_ms, event, history_error}
 #   {'held', pttl, field, value, ...}          someone else's lease, as HGETALL
+#   {'quarantined', pttl, detail}              a failover was seen: no term starts yet
 #   {'corrupt', key, problem, pttl}
 #   {'oom', error}                             Redis is full: no term can start
+# The quarantine is checked first and inside the script, so no candidate —
+# one that saw the failover, one that did not, one that started since — can
+# start a term while it lasts (QUARANTINE below).
 # A candidate told 'held' is noted as a waiter until the lease's expiry plus
 # waiter_grace_ms (the time it takes to come back and ask again).
 # A lease already held by this very candidate (the reply to an earlier
@@ -107,9 +123,20 @@ end
 # lost its data (restart without persistence) while some candidate remembers.
 # The history entry says 'takeover' when the previous term ended without a
 # release or step-down, i.e. the lease expired under its holder.
-ACQUIRE = _INSPECT_LEASE + _WAITERS + """
+ACQUIRE = _INSPECT_LEASE + _WAITERS + _INSPECT_FENCE + """
 local lease, fence, history, waiters, elected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local holder, site, ttl_ms, floor, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+
+local quarantine = KEYS[6]
+local quarantine_kind = redis.call('TYPE', quarantine)['ok']
+if quarantine_kind ~= 'none' then
+  local pttl = redis.call('PTTL', quarantine)
+  if quarantine_kind ~= 'string' then
+    return {'corrupt', quarantine, 'wrong type ' .. quarantine_kind .. ' (expected string)', pttl}
+  end
+  if pttl < 0 then return {'corrupt', quarantine, 'no TTL', pttl} end
+  return {'quarantined', pttl, redis.call('GET', quarantine)}
+end
 
 local state = inspect_lease(lease)
 if state[1] == 'corrupt' then return {'corrupt', lease, state[2], state[3]} end
@@ -125,10 +152,8 @@ if state[1] == 'held' then
   event = 'reacquired'
 end
 
-local fence_kind = redis.call('TYPE', fence)['ok']
-if fence_kind ~= 'none' and fence_kind ~= 'string' then
-  return {'corrupt', fence, 'wrong type ' .. fence_kind .. ' (expected integer string)', redis.call('PTTL', fence)}
-end
+local fence_junk = inspect_fence(fence)
+if fence_junk then return fence_junk end
 local token = redis.pcall('INCR', fence)
 if type(token) == 'table' then
   -- INCR is the first write of a new term: a full Redis (maxmemory with
@@ -248,6 +273,38 @@ if released == 1 or event == 'stepped_down' then
   if type(added) == 'table' and added['err'] then history_error = added['err'] end
 end
 return {released, signal_error, history_error, waiters_error}
+"""
+
+# QUARANTINE — after a failover (a reconnect found another Redis server than
+# before: elector.py), hold every election off for quarantine_ms and lift the
+# fence counter to at least token_floor, so the terms that follow get tokens
+# above every token the caller has seen (and above the ones the lost writes
+# may have handed out: see elector.FAILOVER_TOKEN_STEP). Several sites see the
+# same failover: the quarantine is only ever extended, the fence only raised.
+# Junk at either key is reported, never overwritten.
+# KEYS: quarantine, fence, history.
+# ARGV: quarantine_ms, token_floor, detail, history_maxlen, site.
+# Replies {'quarantined', pttl} or {'corrupt', key, problem, pttl}.
+QUARANTINE = _INSPECT_FENCE + """
+local quarantine, fence, history = KEYS[1], KEYS[2], KEYS[3]
+local ms, floor = tonumber(ARGV[1]), tonumber(ARGV[2])
+local kind = redis.call('TYPE', quarantine)['ok']
+if kind ~= 'none' and kind ~= 'string' then
+  return {'corrupt', quarantine, 'wrong type ' .. kind .. ' (expected string)', redis.call('PTTL', quarantine)}
+end
+local fence_junk = inspect_fence(fence)
+if fence_junk then return fence_junk end
+local pttl = redis.call('PTTL', quarantine)
+if pttl < ms then
+  redis.pcall('SET', quarantine, ARGV[3], 'PX', ms)
+  pttl = ms
+end
+local current = tonumber(redis.call('GET', fence) or '0')
+if current == nil then return {'corrupt', fence, 'not an integer', redis.call('PTTL', fence)} end
+if current < floor then redis.pcall('SET', fence, floor) end
+redis.pcall('XADD', history, 'MAXLEN', '~', ARGV[4], '*', 'event', 'quarantined', 'site', ARGV[5],
+            'reason', 'redis_primary_changed', 'ms', ms, 'token_floor', floor)
+return {'quarantined', pttl}
 """
 
 # READ — the lease as it is, classified like ACQUIRE does, in one round trip.

@@ -4,16 +4,18 @@
 #   redis-server    every test starts its own on a free loopback port
 #   chromium        the dashboard test renders the page headless
 #   docker-compose  the compose file's config check (no engine needed)
-# Used by `make test` (all three) and `make bench` (redis-server only), so a
+#   promtool        checks the example Prometheus alert rules (package: prometheus)
+# Used by `make test` (all of them) and `make bench` (redis-server only), so a
 # fresh machine needs only Python and the OS package manager. Each name is
-# both the command looked for and the Debian package that provides it.
+# the command looked for, and the Debian package that provides it unless
+# given as command:package.
 set -euo pipefail
 
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(redis-server chromium docker-compose)
+[ ${#wanted[@]} -gt 0 ] || wanted=(redis-server chromium docker-compose promtool:prometheus)
 missing=()
 for name in "${wanted[@]}"; do
-  command -v "$name" >/dev/null 2>&1 || missing+=("$name")
+  command -v "${name%%:*}" >/dev/null 2>&1 || missing+=("${name#*:}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 

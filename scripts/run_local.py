@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from election import read_lease  # noqa: E402
+from election.connection import client as redis_client  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 SITES = (("a", 5001), ("b", 5002))
@@ -87,7 +88,7 @@ def main() -> int:
             say(f"site {site.upper()}: http://localhost:{port}/   (user {user}, password {password})")
         say("stop the leader to see the other take over:  kill <pid>  (pids: "
             + ", ".join(f"{s.upper()}={p.pid}" for s, p in procs.items()) + ");  Ctrl-C stops everything")
-        client = redis.Redis.from_url(url, decode_responses=True)
+        client = redis_client(url, decode_responses=True, socket_timeout=2)
         shown = None
         exited = set()
         while not stopping:

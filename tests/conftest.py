@@ -14,6 +14,8 @@ import redis as redis_py
 
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.cdp import Browser
+from tests.support.sites import Site
 from tests.support.web import WebSite
 from tests.support.waiting import wait_until  # noqa: F401  (tests import it from here)
 
@@ -27,6 +29,14 @@ def shared_redis():
     """One server for the tests that only need keys of their own (see `prefix`)."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture
+def r(shared_redis):
+    """A client of the shared server that decodes replies to str."""
+    client = shared_redis.client()
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -86,6 +96,27 @@ def web():
 
 
 @pytest.fixture
+def sites():
+    """Sites of `python -m workers scheduler|worker` processes (tests/support/sites.py), closed at the end."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(Site(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for site in made:
+        site.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven over the DevTools protocol (tests/support/cdp.py)."""
+    with Browser(tmp_path / "profile", tmp_path / "chromium.log") as b:
+        yield b
+
+
+@pytest.fixture
 def prefix():
     return f"t{uuid.uuid4().hex[:10]}"
 
@@ -120,8 +151,8 @@ def events():
 def make_elector(events):
     made = []
 
-    def make(url, prefix, site, config=FAST, callbacks=None, start=True, dyno="web.1"):
-        lease = Lease.from_url(url, Identity(site=site, dyno=dyno), config.ttl_ms, prefix=prefix)
+    def make(url, prefix, site, config=FAST, callbacks=None, start=True, dyno="web.1", **lease_options):
+        lease = Lease.from_url(url, Identity(site=site, dyno=dyno), config.ttl_ms, prefix=prefix, **lease_options)
         elector = Elector(lease, config, callbacks or events.callbacks(site))
         made.append(elector)
         return elector.start() if start else elector

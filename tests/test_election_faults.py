@@ -105,6 +105,10 @@ def test_redis_killed_and_restarted(make_elector, redis_server, prefix, events):
     electors = [make_elector(redis_server.url, prefix, site) for site in "ab"]
     leader = wait_until(lambda: next((e for e in electors if e.is_leader), None), what="a leader")
     token = leader.token
+    # Both have seen the token: only a candidate that did can lift the fence
+    # once Redis lost it (a candidate that never saw it cannot know it).
+    wait_until(lambda: all(e.leader is not None and e.leader.token == token for e in electors),
+               what="both electors seeing the leader")
     threads_before = {t.name for t in threading.enumerate() if t.name.startswith("baton-")}
     redis_server.kill()
     down_at = time.monotonic()

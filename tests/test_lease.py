@@ -24,13 +24,6 @@ def lease_for(shared_redis, prefix):
         lease.close()
 
 
-@pytest.fixture
-def r(shared_redis):
-    client = shared_redis.client()
-    yield client
-    client.close()
-
-
 def test_acquire_writes_a_readable_hash_with_a_ttl(lease_for, r, prefix):
     a = lease_for("a")
     got = a.acquire()

@@ -11,8 +11,10 @@ import time
 from zoneinfo import ZoneInfo
 
 import pytest
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, Worker
 
+from tests.conftest import wait_until
+from tests.support.inline_worker import InlineWorker
 from tests.support.jobs import recorded_runs as executions
 from election import Keys
 from workers.entries import Entry, rq_queue_name
@@ -35,6 +37,14 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
+
+
+@pytest.fixture(autouse=True)
+def site_a_leads(shared_redis, prefix, make_elector):
+    """Site a holds the lease: its worker's claims pass the fence."""
+    elector = make_elector(shared_redis.url, prefix, "a")
+    wait_until(lambda: elector.is_leader, timeout=10, what="site a to lead")
+    return elector
 
 
 @pytest.fixture
@@ -60,7 +70,8 @@ def queue(raw, prefix, name="baton"):
 
 
 def run_queued_jobs(raw, prefix, name="baton"):
-    SimpleWorker([queue(raw, prefix, name)], connection=raw).work(burst=True, logging_level="WARNING")
+    InlineWorker([queue(raw, prefix, name)], connection=raw, site="a", prefix=prefix).work(
+        burst=True, logging_level="WARNING")
 
 
 def sweep_until_requeued(sweep, clock):

@@ -36,6 +36,13 @@ def ts(*args, zone=UTC):
         (Entry("lost", job, every=5, on_lost_lease="panic"), "on_lost_lease must be"),
         (Entry("stopped", job, every=5, on_interrupt="retry"), "on_interrupt must be one of drop, rerun"),
         (Entry("lambda", lambda: 1, every=5), "module-level function"),
+        (Entry("overlap", job, every=5, overlap="replace"), "overlap must be one of skip, buffer_one, allow"),
+        (Entry("zone", job, cron="0 3 * * *", timezone="Mars/Olympus"), "timezone must be an IANA zone"),
+        (Entry("zone-every", job, every=5, timezone="Europe/Berlin"), "timezone applies to cron entries only"),
+        (Entry("retries", job, every=5, retries=11), "retries must be a whole number from 0 to 10"),
+        (Entry("retries-neg", job, every=5, retries=-1), "retries must be"),
+        (Entry("backoff", job, every=5, retries=2, retry_backoff=0), "retry_backoff must be seconds"),
+        (Entry("unstable", job, every=5, kwargs={"client": object()}), "looks different in every process"),
     ],
 )
 def test_bad_entries_name_the_entry_and_the_fix(entry, message):

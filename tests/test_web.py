@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from election import read_lease
 from tests.conftest import wait_until
+from workers.settings import DEFAULT_WORKER_CONCURRENCY
 from tests.support.jobs import enqueue_tick
 from tests.support.lease import leader_site
 from tests.support.redis_server import RedisServer, free_port
@@ -63,7 +64,9 @@ def test_boot_with_redis_down_binds_at_once_and_elects_when_redis_comes(web, pre
         time.sleep(1)
         names = [c["name"] for c in r.client_list()]
         assert names.count("baton:a:elector") == 1  # WEB_CONCURRENCY=3, one elector per dyno
-        assert len([n for n in names if n.startswith("baton:a:")]) <= 4  # the connection budget
+        assert names.count("baton:a:scheduler") == 1  # shared by the scheduler, watchdog and presence writer
+        # The connection budget: elector, scheduler, one per worker (2 by default), and the HTTP worker's.
+        assert len([n for n in names if n.startswith("baton:a:")]) <= 3 + DEFAULT_WORKER_CONCURRENCY
     finally:
         server.stop()
 
@@ -139,6 +142,57 @@ def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
         server.shutdown()
 
 
+def test_a_frozen_leader_never_says_leader_after_its_lease_moved(web, shared_redis, r, prefix):
+    """Issue 15: the state file /healthz reads is rewritten every second, and
+    counted stale only after 5 s; a leader whose master stalls (its HTTP
+    workers still answer), or whose whole dyno freezes past the ttl and
+    resumes, must not say leader once the lease moved: /healthz trusts
+    "leader" only until the term's renew deadline."""
+    import os
+
+    def roles_for(seconds):
+        roles, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status, body = a.get("/healthz", auth=None)
+            if status == 200:
+                roles.append(json.loads(body)["role"])
+        return roles
+
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    b = web("b", shared_redis.url, prefix)
+    wait_until(lambda: b.has("leader_changed"), timeout=15)
+    # A live leader's file is rewritten before its leader_until passes: every
+    # answer says leader (the renew deadline, 0.7 s here, is shorter than the
+    # state file's usual 1 s refresh).
+    steady = roles_for(2)
+    assert steady and set(steady) == {"leader"}, steady
+    # The master alone stalls: its HTTP workers answer from its last file.
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: leader_site(r, prefix) == "b", timeout=15, what="b takes over")
+        during = roles_for(1.5)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert during and "leader" not in during, during
+    # a leads again after b's stop, then its whole dyno freezes past the ttl.
+    assert b.stop().clean
+    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a leads again")
+    c = web("c", shared_redis.url, prefix)
+    wait_until(lambda: c.has("leader_changed"), timeout=15)
+    pids = a.pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: leader_site(r, prefix) == "c", timeout=15, what="c takes over")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    after = roles_for(2)
+    assert after and "leader" not in after, after
+    assert leader_site(r, prefix) == "c"
+
+
 @pytest.mark.parametrize(
     "env, needle",
     [
@@ -159,6 +213,9 @@ def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
         ({"BATON_SHUTDOWN_GRACE": "45"}, "BATON_SHUTDOWN_GRACE"),
         ({"PORT": "abc"}, "PORT"),
         ({"REDIS_URL": "redis://127.0.0.1:abc/0"}, "REDIS_URL"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "REDIS_URL must name the Sentinel service"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:0,127.0.0.1:26380/baton"}, "REDIS_URL must give each sentinel"),
+        ({"BATON_REDIS_REPLICAS_ACK": "yes"}, "BATON_REDIS_REPLICAS_ACK"),
         ({"BATON_SCHEDULE": "tests.support.bad.syntax_error"}, "syntax_error.py, line 4"),
     ],
 )

@@ -33,15 +33,14 @@ from rq import Queue
 from rq.job import Job
 
 from .claims import CLAIM_SLACK_S, add_to_ledger
+from .copies import FAILED_JOB_TTL_S
 from .entries import rq_queue_name
 from .runner import run_tick
 from .ticks import grace_of, tick_id
 
-# How long RQ keeps a failed tick job (its hash, and a results stream with
-# the traceback: ~6 KB) in its failed registry, for a look with `rq info`.
-# Baton keeps each entry's last failure with its error text itself
-# (runs.py); at 300 s a failing 1 s entry held 2.1 MB of RQ residue.
-FAILED_JOB_TTL_S = 60
+# A manual run ("run now") may start this late at least: long enough for a
+# handoff or a busy worker, whatever the entry's own grace.
+MANUAL_MIN_GRACE_S = 60.0
 
 
 def iso(ts: float) -> str:
@@ -51,8 +50,10 @@ def iso(ts: float) -> str:
 class TickBatch:
     """Tick jobs ``[(entry, tick), ...]`` queued on one MULTI, not yet sent."""
 
-    def __init__(self, connection, prefix: str, zone, token):
+    def __init__(self, connection, prefix: str, zone, token, *, manual_by: str | None = None):
         self.connection = connection
+        # A manual run ("run now"): who asked; its job id says it is manual.
+        self.manual_by = manual_by
         self.prefix = prefix
         self.zone = zone
         self.token = token
@@ -64,6 +65,8 @@ class TickBatch:
         self._ledger_replies = []  # positions of the ledger HSETs among the EXEC's replies
 
     def job_id(self, entry, tick: float) -> str:
+        if self.manual_by is not None:
+            return f"{self.prefix}-{entry.name}-m{round(tick * 1000)}"
         return f"{self.prefix}-{tick_id(entry, tick)}"
 
     def prepare(self, ticks) -> "TickBatch":
@@ -86,6 +89,8 @@ class TickBatch:
                 queue = queues[entry.queue] = Queue(rq_queue_name(self.prefix, entry.queue),
                                                     connection=self.connection)
             grace = grace_of(entry, tick, self.zone)
+            if self.manual_by is not None:
+                grace = max(grace, MANUAL_MIN_GRACE_S)
             deadline = tick + grace
             queue.enqueue_call(
                 func=run_tick,
@@ -98,7 +103,11 @@ class TickBatch:
                 ttl=max(1, int(deadline - now) + CLAIM_SLACK_S),
                 description=f"{entry.name} @ {iso(tick)}",
                 meta={"baton_entry": entry.name, "baton_tick": tick, "enqueued_by_token": self.token,
-                      "baton_on_interrupt": entry.on_interrupt},
+                      "baton_on_interrupt": entry.on_interrupt, "baton_overlap": entry.overlap,
+                      "baton_due": tick, "baton_deadline": deadline, "baton_attempt": 0,
+                      "baton_retries": entry.retries, "baton_retry_backoff": entry.retry_backoff,
+                      **({"baton_ping_url": entry.ping_url} if entry.ping_url else {}),
+                      **({"baton_manual": self.manual_by} if self.manual_by is not None else {})},
                 pipeline=pipe,
             )
             add_to_ledger(pipe, self.prefix, job_id, queue.name, deadline)

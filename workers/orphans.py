@@ -45,6 +45,7 @@ from election import Keys
 from election.logfmt import log_event
 
 from .claims import parse_ledger_value
+from . import tick_alerts
 from .runs import record_run
 
 log = logging.getLogger("baton.orphans")
@@ -141,8 +142,9 @@ class OrphanSweep:
     """
 
     def __init__(self, connection, prefix: str, site: str = "", clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time, alerts: bool = False):
         self.connection = connection  # RQ's: without decode_responses
+        self.alerts = alerts  # raise tick_not_run alerts (alerts.py) for the ticks it clears
         self.prefix = prefix
         self.keys = Keys(prefix)
         self.site = site
@@ -267,6 +269,9 @@ class OrphanSweep:
             entry, tick = self._entry_and_tick(job_id)
             record_run(self.connection, self.prefix, entry, tick=tick, site=self.site, outcome="expired",
                        reason="not_started", job_id=job_id)
+            if self.alerts:
+                tick_alerts.entry_not_run(self.connection, self.prefix, entry, reason="not_started", tick=tick,
+                                          site=self.site)
         if cleared:
             self.expired += len(cleared)
             log_event(log, logging.WARNING, "ticks_expired_unstarted", site=self.site, count=len(cleared),

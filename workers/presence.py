@@ -22,15 +22,26 @@ REFRESH_S = 30.0
 TTL_S = 90
 
 
+def record(name: str, state: dict, now: float) -> dict:
+    return {"name": name, **state, "seen_at": now}
+
+
 def publish(connection, prefix: str, name: str, state: dict, now: float | None = None) -> None:
     keys = Keys(prefix)
     now = time.time() if now is None else now
     with connection.pipeline(transaction=False) as pipe:
-        pipe.set(keys.worker(name), json.dumps({"name": name, **state, "seen_at": now}, sort_keys=True), ex=TTL_S)
+        pipe.set(keys.worker(name), json.dumps(record(name, state, now), sort_keys=True), ex=TTL_S)
         pipe.zadd(keys.workers, {name: now})
         pipe.zremrangebyscore(keys.workers, "-inf", now - TTL_S)
         pipe.expire(keys.workers, TTL_S)
         pipe.execute()
+
+
+def running(connection, prefix: str, name: str, record: dict, entry) -> None:
+    """The worker's last published record with the entry it runs now (None:
+    idle again): one SET, at a job's start and end."""
+    connection.set(Keys(prefix).worker(name), json.dumps({**record, "running": entry}, sort_keys=True),
+                   ex=TTL_S)
 
 
 def withdraw(connection, prefix: str, name: str) -> None:

@@ -20,7 +20,7 @@ from rq.job import JobStatus
 from election import Keys
 from election.logfmt import log_event
 
-from .claims import add_to_ledger
+from .claims import add_to_ledger, claim_key_id
 
 log = logging.getLogger("baton.worker")
 
@@ -43,10 +43,10 @@ def rerun(connection, prefix: str, job, site: str = "") -> bool:
     keys = Keys(prefix)
     job.meta["baton_reruns"] = reruns + 1
     job.save_meta()
-    tick, grace = job.args[1], job.args[6]  # run_tick's arguments
+    tick, tick_id, grace = job.args[1], job.args[2], job.args[6]  # run_tick's arguments
     with connection.pipeline() as pipe:  # one MULTI
-        pipe.delete(keys.run_claim(job.id))
-        add_to_ledger(pipe, prefix, job.id, job.origin, tick + grace)
+        pipe.delete(keys.run_claim(claim_key_id(tick_id, int(job.meta.get("baton_attempt") or 0))))
+        add_to_ledger(pipe, prefix, job.id, job.origin, float(job.meta.get("baton_deadline") or tick + grace))
         pipe.execute()
     job.requeue(at_front=True)
     connection.persist(job.key)  # RQ gave the failed job an expiry; the sweep clears it if it never starts

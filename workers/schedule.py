@@ -2,8 +2,10 @@
 own with a SCHEDULE list). Each entry runs once per tick, on the leading site.
 
     Entry(name, func, cron="*/10 * * * *" | every=<seconds>,
-          args=(), kwargs={}, queue="baton", timeout=180,
-          missed="latest" | "catch_up" | "skip", grace=None (one period),
+          args=(), kwargs={}, queue="baton", timeout=180, timezone=None (BATON_TIMEZONE),
+          missed="latest" | "catch_up" | "skip",
+          grace=None (one period; for catch_up at least an hour),
+          overlap="skip" | "buffer_one" | "allow", retries=0, retry_backoff=10, ping_url=None,
           on_lost_lease="finish" | "stop", on_interrupt="drop" | "rerun")
 """
 

@@ -22,13 +22,18 @@ import time
 
 from redis.exceptions import RedisError
 
+from election import Keys
 from election.backoff import Backoff
 from election.logfmt import log_event
 from election.outage import OutageLog
 
+from . import tick_alerts
+from .alerts import AlertConfig
 from .batch import TickBatch, iso
+from .copies import enqueue_copy
+from .entries import CATCH_UP, LATEST
 from .orphans import OrphanSweep
-from .runs import prune_runs
+from .runs import prune_runs, record_not_run
 from .store import ScheduleStore
 from .ticks import plan
 
@@ -40,9 +45,33 @@ log = logging.getLogger("baton.scheduler")
 MIN_PREPARE_AHEAD_S = 0.005
 MAX_PREPARE_AHEAD_S = 2.0
 
+# The scheduler, the watchdog and the presence writer share one connection
+# (the README's connection budget counts one per site), taking turns on it.
+# The longest turn is the scheduler's: from a batch's build to its send
+# (MAX_PREPARE_AHEAD_S), then one command that may wait out redis-py's
+# default 5 s socket timeout on a dead link. A thread waits that long for
+# its turn, then fails like any other Redis error.
+CONNECTION_TURN_WAIT_S = MAX_PREPARE_AHEAD_S + 5.0 + 1.0
+
+# While any entry has retries, the leader looks this often for retries that
+# fell due ({prefix}:retries: a failed run's worker adds them, in another
+# process, so nothing wakes this loop). A retry starts up to this late; an
+# idle leader pays one ZRANGE per period, only with such entries.
+RETRY_POLL_S = 5.0
+
+
+def skip_reason(entry, ran_any: bool) -> str:
+    """Why the planner dropped an entry's ticks (runs.py's reasons)."""
+    if entry.missed == LATEST and ran_any:
+        return "coalesced"  # a newer tick of the same gap runs instead
+    if entry.missed == LATEST or entry.missed == CATCH_UP:
+        return "no_leader"  # past their grace when a leader planned them
+    return "missed_skip"
+
 
 class TickScheduler:
-    def __init__(self, connection, prefix: str, zone, entries, is_leader, site: str = ""):
+    def __init__(self, connection, prefix: str, zone, entries, is_leader, site: str = "",
+                 alerts: AlertConfig = AlertConfig()):
         self.connection = connection
         self.prefix = prefix
         self.zone = zone
@@ -57,8 +86,11 @@ class TickScheduler:
         self._thread = threading.Thread(target=self._run, name="baton-scheduler", daemon=True)
         self._backoff = Backoff(0.05, 2.0)
         self._outage = OutageLog(log, site, "scheduler")
-        self.orphans = OrphanSweep(connection, prefix, site)
+        self.alerts = alerts
+        self.orphans = OrphanSweep(connection, prefix, site, alerts=alerts.enabled)
         self._prepare_ahead = MIN_PREPARE_AHEAD_S
+        self._keys = Keys(prefix)
+        self._retrying = any(entry.retries for entry in entries)
         self.enqueued = 0
 
     @property
@@ -99,8 +131,9 @@ class TickScheduler:
         while not self._stopping.is_set():
             try:
                 if not self._leading():
-                    # A follower needs no connection until it leads again.
-                    self.connection.connection_pool.disconnect()
+                    # A follower needs no connection until it leads again (idle
+                    # ones only: the watchdog and the presence writer share the pool).
+                    self.connection.connection_pool.disconnect(inuse_connections=False)
                     self._wake.wait()
                     self._wake.clear()
                     woken = True
@@ -145,7 +178,20 @@ class TickScheduler:
         later = [scheduled for name, scheduled in slots if name in self.entries and scheduled > horizon]
         if due:
             later += self._fire(due)
+        if self._retrying:
+            self._enqueue_due_retries()
+            later.append(time.time() + RETRY_POLL_S)
         return min(later) if later else None
+
+    def _enqueue_due_retries(self) -> None:
+        due = self.connection.zrangebyscore(self._keys.retries, "-inf", time.time())
+        for job_id in due:
+            job_id = job_id.decode() if isinstance(job_id, bytes) else job_id
+            job = enqueue_copy(self.connection, self.prefix, job_id, at_front=False)
+            self.connection.zrem(self._keys.retries, job_id)
+            if job is not None:
+                log_event(log, logging.INFO, "retry_enqueued", entry=job.meta.get("baton_entry"), job_id=job_id,
+                          attempt=job.meta.get("baton_attempt"), token=self._term_token)
 
     def enqueue(self, ticks) -> list:
         """Enqueue ``[(entry, tick), ...]`` now, in one MULTI; returns the
@@ -162,8 +208,11 @@ class TickScheduler:
         prepared_at = time.monotonic()
         at = max(time.time(), max(scheduled for _entry, scheduled in due))
         plans = [(entry, scheduled) + plan(entry, scheduled, at, self.zone) for entry, scheduled in due]
+        paused = {name.decode() if isinstance(name, bytes) else name
+                  for name in self.connection.hkeys(self._keys.paused)}
         batch = TickBatch(self.connection, self.prefix, self.zone, self._term_token)
-        batch.prepare((entry, tick) for entry, _scheduled, run, _skipped, _following in plans for tick in run)
+        batch.prepare((entry, tick) for entry, _scheduled, run, _skipped, _following in plans for tick in run
+                      if entry.name not in paused)
         # Next time, start building this much before the tick: twice what it took now.
         self._prepare_ahead = min(MAX_PREPARE_AHEAD_S, max(MIN_PREPARE_AHEAD_S, 2 * (time.monotonic() - prepared_at)))
         if self._stopping.wait(max(0.0, at - time.time())) or not self._leading():
@@ -177,11 +226,23 @@ class TickScheduler:
         for entry, tick, job_id in batch.jobs:
             log_event(log, logging.INFO, "tick_enqueued", entry=entry.name, tick=iso(tick), job_id=job_id,
                       token=self._term_token, lateness_ms=round((sent - tick) * 1000))
-        for entry, _scheduled, _run, skipped, _following in plans:
+        for entry, _scheduled, run, skipped, _following in plans:
             if skipped:
+                reason = skip_reason(entry, bool(run))
                 log_event(log, logging.WARNING, "ticks_skipped", entry=entry.name,
                           count=skipped.count if skipped.exact else f"{skipped.count}+", policy=entry.missed,
-                          first=iso(skipped.first), **({"last": iso(skipped.last)} if skipped.last else {}))
+                          reason=reason, first=iso(skipped.first), **({"last": iso(skipped.last)} if skipped.last else {}))
+                record_not_run(self.connection, self.prefix, entry.name, "skipped", reason,
+                               (skipped.count, skipped.first, skipped.last or skipped.first), site=self.site,
+                               token=self._term_token)
+                if self.alerts.enabled:
+                    tick_alerts.entry_not_run(self.connection, self.prefix, entry.name, reason=reason,
+                                              tick=skipped.first, count=skipped.count, site=self.site)
+            if run and entry.name in paused:
+                record_not_run(self.connection, self.prefix, entry.name, "skipped", "paused", list(run),
+                               site=self.site, token=self._term_token)
+                log_event(log, logging.INFO, "tick_skipped", entry=entry.name, tick=iso(run[-1]), reason="paused",
+                          count=len(run))
         moved = self.store.advance_all([(entry.name, scheduled, following)
                                         for entry, scheduled, _run, _skipped, following in plans])
         for name in moved:

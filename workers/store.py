@@ -23,7 +23,7 @@ from rq_scheduler import Scheduler
 
 from election import Keys
 
-from .entries import Entry, rq_queue_name
+from .entries import Entry, rq_queue_name, stable_form
 from .ticks import next_tick
 
 # ADVANCE — move an entry's slot to its next time, but only if the slot is
@@ -39,17 +39,26 @@ return 1
 
 
 def definition_hash(entry: Entry, zone_name: str) -> str:
-    """What makes two versions of an entry the same schedule.
+    """What makes two versions of an entry the same schedule: the same in
+    every process (entries.stable_form), so an unchanged entry is never
+    rewritten — a rewrite resets its next run time, dropping ticks missed
+    during a deploy.
 
-    ``on_interrupt`` is not part of it: each tick job carries it (its meta),
-    so changing it needs no rewrite of the template — and a rewrite resets
-    the entry's next run time, dropping ticks missed during a deploy."""
+    What each tick job carries in its own meta (``on_interrupt``,
+    ``overlap``, ``retries``, ``retry_backoff``) is not part of it: changing
+    those needs no rewrite of the template. ``zone_name`` is the zone the
+    entry's cron is read in (its own ``timezone``, or BATON_TIMEZONE)."""
     spec = {
-        "func": entry.func_path, "args": list(entry.args), "kwargs": entry.kwargs, "cron": entry.cron,
-        "every": entry.every, "queue": entry.queue, "timeout": entry.timeout, "missed": entry.missed,
-        "grace": entry.grace, "on_lost_lease": entry.on_lost_lease, "zone": zone_name,
+        "func": entry.func_path, "args": stable_form(list(entry.args)), "kwargs": stable_form(entry.kwargs),
+        "cron": entry.cron, "every": entry.every, "queue": entry.queue, "timeout": entry.timeout,
+        "missed": entry.missed, "grace": entry.grace, "on_lost_lease": entry.on_lost_lease,
+        "zone": zone_name,
     }
-    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _zone_name(zone) -> str:
+    return getattr(zone, "key", str(zone))
 
 
 class ScheduleStore:
@@ -74,13 +83,13 @@ class ScheduleStore:
     def write(self, entries: List[Entry], now: float | None = None) -> Dict[str, str]:
         """Make the stored schedule equal ``entries``. Returns {name: what happened}."""
         now = time.time() if now is None else now
-        zone_name = getattr(self.zone, "key", str(self.zone))
         stored = {job_id.decode(): score for job_id, score in self.connection.zrange(self.key, 0, -1, withscores=True)}
         outcome = {}
         wanted = set()
         for entry in entries:
             job_id = self.template_id(entry.name)
             wanted.add(job_id)
+            zone_name = _zone_name(entry.zone(self.zone))
             digest = definition_hash(entry, zone_name)
             existing = None
             if job_id in stored:

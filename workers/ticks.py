@@ -4,8 +4,10 @@ A tick is (entry, scheduled time). Times are seconds since the epoch. Next
 times always advance from the *scheduled* time, never from "now", so a late
 run never shifts the ones after it (no drift):
 
-- cron entries are evaluated in the configured zone (BATON_TIMEZONE), with
-  zone-aware datetimes, whatever the host's TZ is;
+- cron entries are read in the entry's own ``timezone``, else the configured
+  zone (BATON_TIMEZONE), whatever the host's TZ is; at a daylight-saving
+  change a repeated wall time runs once (its first occurrence) and a skipped
+  one once (at the change) — the rule is in cron_clock;
 - interval entries fall on multiples of the interval since the epoch, so every
   site and every restart agrees on them without storing an anchor.
 """
@@ -14,11 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import tzinfo
+from itertools import islice, takewhile
 from typing import List, Optional
 
-from croniter import croniter
-
+from . import cron_clock
 from .entries import CATCH_UP, LATEST, SKIP, Entry
 
 # A tick this late or less counts as on time (not missed): the normal wake-up
@@ -29,20 +31,36 @@ ON_TIME_WINDOW = 1.0
 # once (a 1 s entry after an hour-long outage would otherwise flood the queue).
 MAX_CATCH_UP = 100
 
+# A catch_up entry without a grace may still run a tick this late. One period
+# (every other policy's default) would leave catch_up with the newest tick or
+# two — no different from latest. An hour of missed ticks is what a failover
+# plausibly leaves behind, and MAX_CATCH_UP bounds how many of them run; set
+# grace for a longer (or shorter) window.
+CATCH_UP_DEFAULT_GRACE_S = 3600.0
+
 
 def next_tick(entry: Entry, after: float, zone: tzinfo) -> float:
-    """The first tick strictly after ``after``."""
+    """The first tick strictly after ``after`` (``zone``: the default zone)."""
     if entry.every is not None:
         return (math.floor(after / entry.every) + 1) * entry.every
-    start = datetime.fromtimestamp(after, zone)
-    return croniter(entry.cron, start).get_next(float)
+    return cron_clock.next_after(entry.cron, after, entry.zone(zone))
+
+
+def grace_for(entry: Entry, period: float) -> float:
+    """How late a tick may still start, given the gap to the tick after it:
+    the entry's grace; else one period, at least an hour for catch_up."""
+    if entry.grace is not None:
+        return float(entry.grace)
+    if entry.missed == CATCH_UP:
+        return max(period, CATCH_UP_DEFAULT_GRACE_S)
+    return period
 
 
 def grace_of(entry: Entry, tick: float, zone: tzinfo) -> float:
-    """How late ``tick`` may still start: the entry's grace, or one period."""
+    """How late ``tick`` may still start (see grace_for)."""
     if entry.grace is not None:
         return float(entry.grace)
-    return next_tick(entry, tick, zone) - tick
+    return grace_for(entry, next_tick(entry, tick, zone) - tick)
 
 
 @dataclass(frozen=True)
@@ -70,28 +88,21 @@ def _latest_at_or_before(entry: Entry, now: float, zone: tzinfo) -> float:
     """The newest tick <= now."""
     if entry.every is not None:
         return math.floor(now / entry.every) * entry.every
-    # Cron ticks fall on whole seconds: the newest one before floor(now) + 1 is <= now.
-    start = datetime.fromtimestamp(math.floor(now) + 1, zone)
-    return croniter(entry.cron, start).get_prev(float)
+    return cron_clock.latest_at_or_before(entry.cron, now, entry.zone(zone))
 
 
 def _recent_ticks(entry: Entry, scheduled: float, now: float, zone: tzinfo, limit: int) -> List[float]:
     """Up to ``limit`` of the newest ticks in [scheduled, now], oldest first —
     walked back from now, so the cost never depends on how old the slot is."""
-    newest = _latest_at_or_before(entry, now, zone)
-    if newest < scheduled:
-        return []
     if entry.every is not None:
+        newest = _latest_at_or_before(entry, now, zone)
+        if newest < scheduled:
+            return []
         oldest = max(scheduled, newest - (limit - 1) * entry.every)
         count = int(round((newest - oldest) / entry.every)) + 1
         return [oldest + i * entry.every for i in range(count)]
-    walk = croniter(entry.cron, datetime.fromtimestamp(newest, zone))
-    ticks = [newest]
-    while len(ticks) < limit:
-        earlier = walk.get_prev(float)
-        if earlier < scheduled:
-            break
-        ticks.append(earlier)
+    walk = cron_clock.ticks_at_or_before(entry.cron, now, entry.zone(zone))
+    ticks = list(islice(takewhile(lambda tick: tick >= scheduled, walk), limit))
     return ticks[::-1]
 
 
@@ -99,12 +110,13 @@ def _count_from(entry: Entry, scheduled: float, before: float, zone: tzinfo) -> 
     """(number of ticks in [scheduled, before), exact?), counting at most MAX_COUNTED."""
     if entry.every is not None:
         return max(0, int(round((before - scheduled) / entry.every))), True
+    later = cron_clock.ticks_after(entry.cron, scheduled, entry.zone(zone))
     count, tick = 0, scheduled
     while tick < before:
         if count == MAX_COUNTED:
             return count, False
         count += 1
-        tick = next_tick(entry, tick, zone)
+        tick = next(later)
     return count, True
 
 
@@ -120,9 +132,8 @@ def plan(entry: Entry, scheduled: float, now: float, zone: tzinfo):
         return [], Skipped(), scheduled
     following = next_tick(entry, now, zone)
     recent = _recent_ticks(entry, scheduled, now, zone, MAX_CATCH_UP)
-    # A tick's default grace is the gap to the tick after it.
-    graces = [entry.grace if entry.grace is not None else after - tick
-              for tick, after in zip(recent, recent[1:] + [following])]
+    # A tick's period is the gap to the tick after it.
+    graces = [grace_for(entry, after - tick) for tick, after in zip(recent, recent[1:] + [following])]
     live = [tick for tick, grace in zip(recent, graces) if now - tick <= grace]
     if entry.missed == CATCH_UP:
         run = live

