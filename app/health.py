@@ -1,4 +1,11 @@
-"""GET /healthz — public: the process runs; its role and whether Redis answers."""
+"""GET /healthz — public: the process runs; its role, whether Redis answers,
+and whether the site can work.
+
+Always HTTP 200 while the process serves (Heroku's router and uptime checks
+must not take a site down for what it cannot fix itself); ``status`` is
+``degraded``, with ``reasons``, when the site leads without a worker that
+can run a job (no live readiness mark), cannot reach Redis, or Redis is
+full."""
 
 from __future__ import annotations
 
@@ -20,8 +27,20 @@ def healthz():
         role, redis_ok, redis_full = "unknown", None, False
     if redis_ok is None:  # the elector has not talked to Redis yet: ask now
         redis_ok = redis_reachable()
+    ready = state.get("ready") if state is not None and not state["stale"] else None
+    reasons = []
+    if not redis_ok:
+        reasons.append("redis_unreachable: the site cannot reach Redis; it does not lead and runs nothing")
+    if role == "leader" and ready is False:
+        reasons.append("leading_without_worker: no worker of this site can run a job"
+                       + ("; handing over to a ready site" if state.get("ready_elsewhere")
+                          else "; no ready site waits to take over, so this one keeps leading"))
+    extra = {}
     if redis_full:  # it answers, but refuses writes: ticks are not enqueued
-        return jsonify(status="ok", site=settings().core.identity.site, role=role, redis="full",
-                       problem="redis_oom", fix=OOM_FIX)
-    return jsonify(status="ok", site=settings().core.identity.site, role=role,
-                   redis="reachable" if redis_ok else "unreachable")
+        reasons.append("redis_oom: Redis refuses writes for want of memory")
+        extra = {"problem": "redis_oom", "fix": OOM_FIX}
+    body = {"status": "degraded" if reasons else "ok", "site": settings().core.identity.site, "role": role,
+            "redis": "full" if redis_full else "reachable" if redis_ok else "unreachable", "ready": ready, **extra}
+    if reasons:
+        body["reasons"] = reasons
+    return jsonify(body)

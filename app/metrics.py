@@ -80,6 +80,9 @@ class BatonCollector:
                           state.get("token") or 0)
         yield self._gauge("baton_redis_up", "1 while this site's elector's Redis calls succeed.",
                           int(bool(state.get("redis_ok"))))
+        yield self._gauge("baton_site_ready", "1 while a worker of this site can run a job (its readiness "
+                                              "mark is live): the site competes for the lease only then.",
+                          int(state.get("ready") is True))
         counters = state.get("counters", {})
         for key, help_text in (("renewals", "Successful lease renewals by this site."),
                                ("renew_failures", "Failed renewal attempts by this site."),

@@ -56,10 +56,12 @@ class SiteRuntime:
         self.site = core.identity.site
         self.entries = load_schedule(core.schedule_module)
         self.lease = core.lease()
-        self.scheduler = TickScheduler(core.shared_redis_client("scheduler", CONNECTION_TURN_WAIT_S), core.prefix, core.timezone, self.entries,
-                                       is_leader=lambda: self.elector.is_leader, site=self.site, alerts=core.alerts)
+        self.scheduler = TickScheduler(core.shared_redis_client("scheduler", CONNECTION_TURN_WAIT_S), core.prefix,
+                                       core.timezone, self.entries, is_leader=lambda: self.elector.is_leader,
+                                       site=self.site, alerts=core.alerts)
         self.elector = Elector(self.lease, core.election, Callbacks(
-            on_elected=self._on_elected, on_demoted=self._on_demoted, on_leader_changed=self._on_change))
+            on_elected=self._on_elected, on_demoted=self._on_demoted, on_leader_changed=self._on_change,
+            on_readiness_changed=self._on_readiness_changed))
         # Every site watches the leader (only where alerts are configured), on
         # the scheduler's connection: a following site's is otherwise closed.
         self.watchdog = Watchdog(self.scheduler.connection, core.prefix, self.entries, core.timezone, site=self.site,
@@ -94,12 +96,17 @@ class SiteRuntime:
         self.presence.changed()
         self.write_state()
 
+    def _on_readiness_changed(self, _ready: bool, _ready_elsewhere: bool) -> None:
+        self.presence.changed()
+        self.write_state()
+
     def _describe(self) -> dict:
         """This site as the all-sites view shows it (workers/sites.py)."""
         core = self.settings.core
         return {"role": "leader" if self.elector.is_leader else "follower", "process": "web",
                 "embedded_worker": bool(self.worker), "worker_concurrency": core.worker_concurrency,
                 "workers_alive": self.worker.processes_alive if self.worker else 0,
+                "ready": self.elector.ready, "ready_elsewhere": self.elector.ready_elsewhere,
                 "stopping": self._stopping.is_set()}
 
     def _on_change(self, _record) -> None:
@@ -213,6 +220,11 @@ class SiteRuntime:
             "redis_ok": elector.redis_ok,
             "redis_full": elector.redis_full or self.scheduler.redis_full,
             "leader_site": leader.site if leader else None,
+            # Whether this site has a worker that can run a job (a live
+            # readiness mark: election/readiness.py), and if not, whether a
+            # ready site waits to take the lease over.
+            "ready": elector.ready,
+            "ready_elsewhere": elector.ready_elsewhere,
             "stopping": self._stopping.is_set(),
             "counters": dict(elector.counters),
             # The embedded workers (none with BATON_EMBEDDED_WORKER=false: a

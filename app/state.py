@@ -10,7 +10,7 @@ from flask import current_app
 
 from redis.exceptions import ResponseError
 
-from election import Keys, LeaseCorrupt, read_lease
+from election import Keys, LeaseCorrupt, read_lease, ready_sites
 from election.outage import OOM_FIX
 from workers.controls import paused
 from workers.loader import load_schedule
@@ -112,6 +112,16 @@ def redis_memory(client, full: bool) -> dict:
     return out
 
 
+def site_readiness(client, prefix: str) -> tuple:
+    """(election.ready_sites, None), or (None, the problem) for junk at the
+    ready key: then no site is said to be eligible or not, and the key is
+    left as it is for an operator to look at."""
+    try:
+        return ready_sites(client, prefix), None
+    except LeaseCorrupt as exc:
+        return None, {"key": exc.key, "problem": exc.problem, "fix": exc.fix}
+
+
 def status() -> dict:
     """Everything /status and the dashboard show. Raises redis errors."""
     core = settings().core
@@ -126,6 +136,7 @@ def status() -> dict:
         lease, lease_problem = None, {"key": exc.key, "problem": exc.problem, "fix": exc.fix}
     site = core.identity.site
     seen_workers = workers(client, prefix)
+    ready, ready_problem = site_readiness(client, prefix)
     slots = client.zrange(keys.scheduled_jobs, 0, -1, withscores=True)
     history = []
     for entry_id, fields in client.xrevrange(keys.history, "+", "-", count=50):
@@ -152,10 +163,15 @@ def status() -> dict:
         # Every RQ worker seen lately, of every site: its state says whether
         # it waits for its site to lead, and whether its site competes at all.
         "workers": seen_workers,
-        # Every site master, its role (or gone), version, and its workers.
-        "sites": sites(client, prefix, seen_workers),
+        # Every site master, its role (or gone), version, and its workers,
+        # and whether its site may lead now (and if not, why not).
+        "sites": sites(client, prefix, seen_workers, ready=ready),
+        # The sites that may lead: those with a live readiness mark, and the
+        # workers that marked them (None: unknown, see ready_problem).
+        "ready": None if ready is None else {name: sorted(members) for name, members in sorted(ready.items())},
+        "ready_problem": ready_problem,
         "redis": redis_memory(client, state.get("redis_full", False)),
         "process": {k: state.get(k) for k in ("role", "token", "redis_ok", "redis_full", "counters", "worker",
-                                               "stale")},
+                                               "stale", "ready", "ready_elsewhere")},
         "now_ms": int(time.time() * 1000),
     }

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import time
 
-from bench import (concurrency_bench, election_bench, failover_bench, footprint_bench, handoff, machine, memory_bench,
-                   peer_lags, platform_bench, scale_bench, takeover_restart, ticks_bench, web_bench)
+from bench import (concurrency_bench, election_bench, eligibility_bench, failover_bench, footprint_bench, handoff,
+                   machine, memory_bench, peer_lags, platform_bench, scale_bench, takeover_restart, ticks_bench,
+                   web_bench)
 from bench.stats import fmt_ms, summary, table
 from tests.support.redis_server import RedisServer
 
@@ -49,6 +50,9 @@ SCALE_SITES_ROUNDS = int(os.environ.get("BENCH_SCALE_SITES_ROUNDS", "200"))
 CONCURRENCY_COUNTS = tuple(int(n) for n in os.environ.get("BENCH_CONCURRENCY_COUNTS", "1,2,4").split(","))
 # Sentinel failovers (issue 14), per mode (acknowledgement off, on): ~5 s each.
 FAILOVER_ROUNDS = int(os.environ.get("BENCH_FAILOVER_ROUNDS", "10"))
+# A worker dyno SIGKILLed on the leader site → the first tick another site
+# runs (issue 15: 10 rounds), ~5 s each.
+ELIGIBILITY_ROUNDS = int(os.environ.get("BENCH_ELIGIBILITY_ROUNDS", "10"))
 
 
 def timed(name, fn, *args, **kwargs):
@@ -105,6 +109,8 @@ def main() -> int:
                             own.url, CONCURRENCY_COUNTS)
     failover = failover_bench.summarize(timed("Redis Sentinel failovers, replica acknowledgement off and on",
                                               failover_bench.measure, FAILOVER_ROUNDS))
+    eligibility = eligibility_bench.summarize(timed("worker dyno killed on the leader site → first tick elsewhere",
+                                                    eligibility_bench.measure, ELIGIBILITY_ROUNDS))
 
     results = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -138,7 +144,8 @@ def main() -> int:
                       "scale": scale,
                   },
                   "worker_concurrency": concurrency,
-                  "sentinel_failover": failover},
+                  "sentinel_failover": failover,
+                  "eligibility": eligibility},
         "python_redis_lock": {"graceful_handoff": lock_handoff, "takeover_lag_after_expiry": lock_takeover,
                               "settings": "auto_renewal; expire=10 s for handoff, 1 s for expiry lag (its lag grows with expire: 5-6.5 s at 10 s)"},
         "rq_scheduler": {"graceful_handoff": rq_handoff, "takeover_lag_after_expiry": rq_takeover,
@@ -149,7 +156,7 @@ def main() -> int:
                     "connections_per_dyno": 4, "memory_per_dyno_mb": 200,
                     "dyno_stop_all_exited_ms": 30000, "frozen_redis_stop_ms": 30000, "worker_resume_ms": 1000,
                     "default_schedule_growth_bytes": 1 << 20, "one_second_entry_growth_bytes": 5 << 20,
-                    "idle_commands_per_s_follower_site": 1, "idle_commands_per_s_leader_site": 2,
+                    "idle_commands_per_s_follower_site": 2, "idle_commands_per_s_leader_site": 5,
                     "connections_in_restart_overlap": 19, "first_tick_after_handoff_p99_ms": 50,
                     "takeover_after_restart_p99_ms": 20, "tick_lateness_1000_entries_p99_ms": 50,
                     "handoff_20_sites_p99_ms": 5},
@@ -251,6 +258,8 @@ def render(results) -> str:
     out.append(concurrency_bench.render(b["worker_concurrency"]))
     out.append("")
     out.append(failover_bench.render(b["sentinel_failover"]))
+    out.append("")
+    out.append(eligibility_bench.render(b["eligibility"]))
     m = results["machine"]
     steal = m.get("cpu_steal_percent")
     out.append("")

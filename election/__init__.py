@@ -14,7 +14,8 @@ from .elector import Elector, Term
 from .errors import LeaseCorrupt, RedisFull
 from .identity import Identity
 from .keys import Keys
-from .lease import Acquired, Lease, Woken, read_lease, request_step_down
+from .lease import Acquired, Lease, NotReady, Renewed, Woken, read_lease, request_step_down
+from .readiness import clear_ready, mark_ready, ready_sites
 from .record import LeaseRecord
 
 __all__ = [
@@ -28,8 +29,13 @@ __all__ = [
     "LeaseCorrupt",
     "RedisFull",
     "LeaseRecord",
+    "NotReady",
+    "Renewed",
     "Term",
     "Woken",
+    "clear_ready",
+    "mark_ready",
     "read_lease",
+    "ready_sites",
     "request_step_down",
 ]

@@ -35,6 +35,10 @@ class Callbacks:
     # Called with the new LeaseRecord (or None when the lease is free) when
     # the observed holder or token changes.
     on_leader_changed: Callable[[Optional[LeaseRecord]], None] = _ignore
+    # With a lease that requires readiness (election/readiness.py): called
+    # with (ready, ready_elsewhere) when either changes — whether this site
+    # can work, and whether a ready site of another waits for the lease.
+    on_readiness_changed: Callable[[bool, bool], None] = _ignore
 
 
 class CallbackRunner:

@@ -61,6 +61,12 @@ class ElectionConfig:
     # time is left before the renew deadline.
     socket_timeout: float = 2.0
 
+    # A candidate whose site is not ready (a lease with require_ready:
+    # election/readiness.py) is not noted as waiting, so no release wakes it;
+    # it asks again this often — one ACQUIRE per second, only while its site
+    # cannot work — and takes a free lease when no ready site waits for it.
+    not_ready_poll: float = 1.0
+
     # Entries kept in the ``{prefix}:history`` stream (approximate trimming).
     history_maxlen: int = 1000
 
@@ -80,6 +86,7 @@ class ElectionConfig:
             "retry_backoff_min",
             "retry_backoff_max",
             "socket_timeout",
+            "not_ready_poll",
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:

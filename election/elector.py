@@ -11,6 +11,13 @@ on the local clock and try again. A graceful release wakes it at once, and it
 wakes already holding the lease; a silent death is noticed as the lease runs
 out.
 
+Readiness (a lease made with ``require_ready``: readiness.py): a candidate
+whose site cannot work polls every ``not_ready_poll`` instead of waiting for
+a release, and takes a free lease only when no ready site waits; a leader
+whose site stops being ready hands the lease over (release, then the
+step-down hold-off) at its next renewal once a ready site waits, and keeps
+it, saying so, while none does.
+
 Leader: RENEW every ``renew_interval``. ``is_leader`` is true only while the
 last successful renewal was *sent* less than ``renew_deadline`` ago, so a
 leader that cannot reach Redis (or is stuck) stops believing it leads before
@@ -34,7 +41,7 @@ from .backoff import Backoff
 from .callbacks import CallbackRunner, Callbacks
 from .config import ElectionConfig
 from .errors import LeaseCorrupt
-from .lease import STEP_DOWN, Acquired, Lease, Quarantined
+from .lease import STEP_DOWN, Acquired, Lease, NotReady, Quarantined
 from .logfmt import log_event
 from .outage import OutageLog
 from .primary import PrimaryChanged
@@ -59,6 +66,16 @@ LATE_RENEWAL_FACTOR = 1.5
 # before 7.0.8 reads "0.001" as 0, i.e. block forever. Below this, the
 # follower sleeps out the lease on its own clock instead.
 MIN_SERVER_WAIT = 0.01
+
+# A leader whose site is not ready, with no ready site waiting to take over,
+# keeps leading (a schedule that runs late beats none) and says so again this
+# often while it lasts.
+NOT_READY_REPEAT_S = 60.0
+
+# A site that has not been ready yet since this elector started (its workers
+# are still booting: a second or two) is said to be not ready at info level,
+# and warned about only if that lasts this long.
+NOT_READY_AT_BOOT_S = 10.0
 
 # After a failover the fence counter may have gone back: the replica that was
 # promoted missed the writes of the last moments before it, acquisitions
@@ -126,6 +143,10 @@ class Elector:
         self._last_corrupt_report: dict = {}
         self._quarantine_reported = False
         self._redis_ok: Optional[bool] = None
+        self._ready: Optional[bool] = None  # None: not known yet, or readiness not required
+        self._ready_elsewhere = False
+        self._not_ready_said_at: Optional[float] = None
+        self._ever_ready = False  # ready at least once since start
         # Monotonic counters for /metrics; each written by the loop thread only.
         self.counters = {"elected": 0, "demoted": 0, "renewals": 0, "renew_failures": 0,
                          "released": 0, "redis_errors": 0, "primary_changes": 0}
@@ -203,6 +224,18 @@ class Elector:
         return self._redis_ok
 
     @property
+    def ready(self) -> Optional[bool]:
+        """Whether this site was ready at the last ACQUIRE or RENEW (None
+        before one, and always None when the lease does not require it)."""
+        return self._ready
+
+    @property
+    def ready_elsewhere(self) -> bool:
+        """While this site is not ready: whether a ready site waited for the
+        lease at the last look."""
+        return self._ready_elsewhere
+
+    @property
     def redis_full(self) -> bool:
         """True while Redis refuses this elector's writes for want of memory
         (a follower cannot start a term; a leader's renewal needs none)."""
@@ -276,6 +309,10 @@ class Elector:
             if isinstance(result, Quarantined):
                 self._wait_out_quarantine(result)
                 return
+            if isinstance(result, NotReady):
+                self._wait_while_not_ready(result)
+                return
+            self._note_readiness(True, False)
             self._quarantine_reported = False
             self._observe(result)
             # The lease runs out pttl after the server read it, which was after
@@ -324,6 +361,43 @@ class Elector:
                 # next wait seconds early, and wake an idle follower for nothing.
                 sent = wait_started + blocking_for
         self._become_leader(result, sent)
+
+    def _wait_while_not_ready(self, not_ready: NotReady) -> None:
+        """This site cannot work: look again after not_ready_poll (no
+        release wakes it: it is not noted as waiting)."""
+        if not_ready.record is not None:
+            self._observe(not_ready.record)
+        self._note_readiness(False, not_ready.record is None)
+        self._sleep(self._config.not_ready_poll)
+
+    def _note_readiness(self, ready: bool, ready_elsewhere: bool) -> None:
+        """Log and call back on a change of this site's readiness; a leader
+        that is not ready says so again every NOT_READY_REPEAT_S."""
+        if not self._lease.require_ready:
+            return
+        changed = (ready, ready_elsewhere) != (self._ready, self._ready_elsewhere)
+        was_ready, self._ready, self._ready_elsewhere = self._ready, ready, ready_elsewhere
+        now = self._clock()
+        leading = self._term is not None
+        if ready:
+            self._not_ready_said_at = None
+            self._ever_ready = True
+            if was_ready is False:
+                log_event(log, logging.INFO, "site_ready", site=self._site, leader=leading)
+        elif (changed or (leading and now - (self._not_ready_said_at or -1e9) >= NOT_READY_REPEAT_S)):
+            # Not ready since start: its workers may still be booting. Said at
+            # info now; a leader repeats it as a warning if it lasts.
+            quiet = changed and not self._ever_ready
+            self._not_ready_said_at = now - NOT_READY_REPEAT_S + NOT_READY_AT_BOOT_S if quiet else now
+            if leading:
+                action = "handing over" if ready_elsewhere else "leading anyway: no ready site waits"
+            else:
+                action = ("leaving the lease to a ready site" if ready_elsewhere
+                          else "competing only if no ready site does")
+            log_event(log, logging.INFO if quiet else logging.WARNING, "site_not_ready",
+                      site=self._site, leader=leading, ready_elsewhere=ready_elsewhere, action=action)
+        if changed:
+            self._runner.submit("on_readiness_changed", self._callbacks.on_readiness_changed, ready, ready_elsewhere)
 
     def _wait_out_quarantine(self, quarantined: Quarantined) -> None:
         if not self._quarantine_reported:
@@ -376,6 +450,7 @@ class Elector:
         if acquired.history_error:
             self._report_corrupt(LeaseCorrupt(self._lease.keys.history, acquired.history_error))
         self._runner.submit("on_elected", self._callbacks.on_elected, acquired.token)
+        self._note_readiness(acquired.ready, False)
 
     # leader --------------------------------------------------------------
 
@@ -391,12 +466,12 @@ class Elector:
         if sent >= term.valid_until:
             self._demote("renew_deadline_missed")
             return
-        renewed_at = self._lease.renew(term.token, timeout=term.valid_until - sent)
-        if renewed_at == STEP_DOWN:
+        renewed = self._lease.renew(term.token, timeout=term.valid_until - sent)
+        if renewed == STEP_DOWN:
             log_event(log, logging.INFO, "step_down_requested", site=self._site, token=term.token)
             self._step_down_requested.set()
             return
-        if renewed_at is None:
+        if renewed is None:
             self._demote("lease_lost")
             return
         if self._clock() >= term.valid_until:
@@ -418,6 +493,9 @@ class Elector:
         with self._lock:
             self._term = Term(term.token, term.started_at, sent + self._config.renew_deadline)
         self._next_renew_at = sent + self._config.renew_interval
+        self._note_readiness(renewed.ready, renewed.ready_elsewhere)
+        if not renewed.ready and renewed.ready_elsewhere:
+            self._hand_over("not_ready")
 
     def _demote(self, reason: str, record_step_down: bool = True) -> Optional[Term]:
         with self._lock:
@@ -450,13 +528,17 @@ class Elector:
 
     def _handle_step_down(self) -> None:
         self._step_down_requested.clear()
-        term = self._demote("step_down", record_step_down=False)
-        released = False
-        if term is not None:
-            self._hold_off_until = self._clock() + self._config.step_down_hold_off
-            released = self._release(term.token, "step_down")
-        self._step_down_result = released
+        self._step_down_result = self._hand_over("step_down")
         self._step_down_done.set()
+
+    def _hand_over(self, reason: str) -> bool:
+        """Demote, stay out of the race for step_down_hold_off, and release:
+        the release wakes the waiting candidates at once."""
+        term = self._demote(reason, record_step_down=False)
+        if term is None:
+            return False
+        self._hold_off_until = self._clock() + self._config.step_down_hold_off
+        return self._release(term.token, reason)
 
     def _release(self, token: int, reason: str) -> bool:
         """Release with a few quick retries: a lease left behind costs the

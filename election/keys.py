@@ -60,6 +60,13 @@ class Keys:
         (string: who saw the failover, when, the old and new server ids)."""
         return f"{self.prefix}:lease:quarantine"
 
+    @property
+    def ready(self) -> str:
+        """Who can do a site's work now (zset: '<site>/<member>' -> until
+        when it counts, server ms; election/readiness.py). A candidate that
+        requires readiness competes only while a member of its site is here."""
+        return f"{self.prefix}:lease:ready"
+
     # -- the schedule and its runs (workers/) -------------------------------
 
     @property

@@ -74,6 +74,28 @@ class Acquired:
     acquired_at: int
     event: str  # 'acquired', 'takeover' (the previous term expired) or 'reacquired'
     history_error: str = ""
+    ready: bool = True  # the site had a live readiness mark (always True without require_ready)
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """ACQUIRE's answer to a candidate that requires readiness and whose site
+    has none (election/readiness.py): ``record`` is the holder's lease, or
+    None when the lease was free and left to a ready site's waiting
+    candidate. Such a candidate is not noted as waiting: no release wakes it."""
+
+    record: "LeaseRecord | None"
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """A renewal that went through: the server's time of it (ms), whether the
+    leader's site is still ready, and if not, whether a ready candidate of
+    another site waits to take over (both True-ish without require_ready)."""
+
+    at_ms: int
+    ready: bool = True
+    ready_elsewhere: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,11 +111,11 @@ class Woken:
     """What :meth:`Lease.wait_then_acquire` saw."""
 
     signalled: bool  # a release ended the wait (False: it timed out)
-    outcome: "Acquired | LeaseRecord | Quarantined"  # what the ACQUIRE behind the wait got
+    outcome: "Acquired | LeaseRecord | Quarantined | NotReady"  # what the ACQUIRE behind the wait got
     signal_problem: "LeaseCorrupt | None" = None  # junk at the signal key: no release can end a wait
 
 
-class _Script:
+class Script:
     """A Lua constant run with EVALSHA, falling back to EVAL once per
     connection when the server does not know it yet (restart, SCRIPT FLUSH)."""
 
@@ -102,11 +124,11 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-_ACQUIRE = _Script(scripts.ACQUIRE)
-_RENEW = _Script(scripts.RENEW)
-_RELEASE = _Script(scripts.RELEASE)
-_READ = _Script(scripts.READ)
-_QUARANTINE = _Script(scripts.QUARANTINE)
+_ACQUIRE = Script(scripts.ACQUIRE)
+_RENEW = Script(scripts.RENEW)
+_RELEASE = Script(scripts.RELEASE)
+_READ = Script(scripts.READ)
+_QUARANTINE = Script(scripts.QUARANTINE)
 
 
 def _record(flat: list, pttl_ms: int, key: str) -> LeaseRecord:
@@ -117,16 +139,22 @@ def _record(flat: list, pttl_ms: int, key: str) -> LeaseRecord:
         raise LeaseCorrupt(key, str(exc), pttl_ms) from None
 
 
+def eval_script(client: redis.Redis, script: Script, keys: list, args: list) -> list:
+    """Run ``script`` through any redis-py client (EVALSHA, then EVAL once if
+    the server lacks it); the reply's bytes decoded to str."""
+    try:
+        reply = client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        reply = client.eval(script.source, len(keys), *keys, *args)
+    return [item.decode() if isinstance(item, bytes) else item for item in reply]
+
+
 def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | None":
     """The current lease through any redis-py client (the worker's, the web
     app's), classified exactly like :meth:`Lease.read`: None when free,
     :class:`LeaseCorrupt` for junk."""
     keys = Keys(prefix)
-    try:
-        reply = client.evalsha(_READ.sha, 1, keys.lease)
-    except NoScriptError:
-        reply = client.eval(_READ.source, 1, keys.lease)
-    reply = [item.decode() if isinstance(item, bytes) else item for item in reply]
+    reply = eval_script(client, _READ, [keys.lease], [])
     if reply[0] == "none":
         return None
     if reply[0] == "corrupt":
@@ -163,6 +191,11 @@ class Lease:
     raises :class:`ReplicasBehind` — an acquisition is given back first, so a
     term never starts on a write a failover could lose.
 
+    With ``require_ready``, the candidate competes only while its site is
+    ready (election/readiness.py): ACQUIRE answers :class:`NotReady` instead
+    of noting it as waiting, and RENEW says when a ready site waits to take
+    over (:class:`Renewed`).
+
     Every reconnect reads INFO, and one that finds another server process
     than before (a promoted replica, a restarted primary) raises
     :class:`PrimaryChanged` before its command is sent: writes made on the
@@ -178,8 +211,10 @@ class Lease:
         history_maxlen: int = 1000,
         replicas_ack: int = 0,
         replica_ack_timeout: float = 0.5,
+        require_ready: bool = False,
     ):
         self._conn = connection
+        self.require_ready = bool(require_ready)
         # Every call without a budget of its own gets this one (connect, handshake, reply).
         self._socket_timeout = connection.socket_timeout or _DEFAULT_SOCKET_TIMEOUT
         self.identity = identity
@@ -207,6 +242,7 @@ class Lease:
         role: str = "elector",
         replicas_ack: int = 0,
         replica_ack_timeout: float = 0.5,
+        require_ready: bool = False,
         **connection_kwargs,
     ) -> "Lease":
         """Open (lazily) the one connection this lease uses.
@@ -230,7 +266,7 @@ class Lease:
         options.update(connection_kwargs)
         pool = connection_pool(url, **options)
         return cls(pool.make_connection(), identity, ttl_ms, prefix, history_maxlen, replicas_ack,
-                   replica_ack_timeout)
+                   replica_ack_timeout, require_ready)
 
     # -- transport ---------------------------------------------------------
 
@@ -289,7 +325,7 @@ class Lease:
         """When a call given ``timeout`` s (None: the socket timeout) must be done."""
         return time.monotonic() + (self._socket_timeout if timeout is None else timeout)
 
-    def _script(self, script: _Script, keys: list, args: list, timeout=None, deadline=None):
+    def _script(self, script: Script, keys: list, args: list, timeout=None, deadline=None):
         if deadline is None:
             deadline = self._deadline(timeout)
         try:
@@ -303,10 +339,12 @@ class Lease:
 
     # -- operations --------------------------------------------------------
 
-    def acquire(self, token_floor: int = 0, timeout=None) -> "Acquired | LeaseRecord":
+    def acquire(self, token_floor: int = 0, timeout=None) -> "Acquired | LeaseRecord | Quarantined | NotReady":
         """Take the lease if it is free. Returns :class:`Acquired`, or the
         current holder's :class:`LeaseRecord` (with its time left) if it is not
         — and then notes this candidate as waiting, so a release wakes it.
+        :class:`Quarantined` during a failover's quarantine; :class:`NotReady`
+        with ``require_ready`` when this site is not (see the class).
         Raises :class:`LeaseCorrupt` for junk at a Baton key, redis errors on
         transport trouble."""
         keys, args = self._acquire_keys_args(token_floor)
@@ -361,14 +399,18 @@ class Lease:
 
     def _acquire_keys_args(self, token_floor: int) -> tuple:
         keys = [self.keys.lease, self.keys.fence, self.keys.history, self.keys.waiters, self.keys.elected_channel,
-                self.keys.quarantine]
+                self.keys.quarantine, self.keys.ready]
         args = [self.identity.holder, self.identity.site, self.ttl_ms, int(token_floor),
-                self.history_maxlen, WAITER_GRACE_MS]
+                self.history_maxlen, WAITER_GRACE_MS, int(self.require_ready)]
         return keys, args
 
-    def _acquire_outcome(self, reply) -> "Acquired | LeaseRecord | Quarantined":
+    def _acquire_outcome(self, reply) -> "Acquired | LeaseRecord | Quarantined | NotReady":
         if reply[0] == "acquired":
-            return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4])
+            return Acquired(int(reply[1]), int(reply[2]), reply[3], reply[4], bool(int(reply[5])))
+        if reply[0] == "deferred":
+            return NotReady(None)
+        if reply[0] == "unready":
+            return NotReady(_record(reply[2:], int(reply[1]), self.keys.lease))
         if reply[0] == "quarantined":
             return Quarantined(int(reply[1]), reply[2] or "")
         if reply[0] == "corrupt":
@@ -377,15 +419,15 @@ class Lease:
             raise RedisFull(reply[1])
         return _record(reply[2:], int(reply[1]), self.keys.lease)
 
-    def renew(self, token: int, timeout=None) -> "int | str | None":
+    def renew(self, token: int, timeout=None) -> "Renewed | str | None":
         """Extend the lease by its ttl if still held under ``token``. Returns
-        the server time of the renewal (ms), None if the lease is lost, or
-        :data:`STEP_DOWN` if an operator asked this holder to step down."""
+        :class:`Renewed`, None if the lease is lost, or :data:`STEP_DOWN` if
+        an operator asked this holder to step down."""
         deadline = self._deadline(timeout)
         reply = self._script(
             _RENEW,
-            [self.keys.lease, self.keys.step_down],
-            [self.identity.holder, token, self.ttl_ms],
+            [self.keys.lease, self.keys.step_down, self.keys.ready, self.keys.waiters],
+            [self.identity.holder, token, self.ttl_ms, self.identity.site, int(self.require_ready)],
             deadline=deadline,
         )
         if reply[0] == "step_down":
@@ -394,7 +436,7 @@ class Lease:
             return None
         if self.replicas_ack:
             self._await_replicas("renew", deadline)
-        return int(reply[1])
+        return Renewed(int(reply[1]), bool(int(reply[2])), bool(int(reply[3])))
 
     def release(self, token: int, reason: str, event: str = "released", timeout=None):
         """Delete the lease if still held under ``token`` and wake every

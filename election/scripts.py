@@ -99,14 +99,49 @@ local function inspect_fence(fence)
 end
 """
 
+# Readiness (election/readiness.py), shared by ACQUIRE and RENEW. A candidate
+# that requires readiness counts as able to work while some member of its
+# site (an RQ worker) has marked itself ready and its mark has not run out;
+# the marks are a zset '<site>/<member>' -> until when, on the server clock,
+# so no two clocks are compared. Junk at the key is never overwritten: it
+# turns the requirement off (every site counts as ready — an election must
+# not stop over it) and the markers report it.
+_READINESS = """
+local function site_ready(ready, site, now)
+  local kind = redis.call('TYPE', ready)['ok']
+  if kind == 'none' then return false end
+  if kind ~= 'zset' then return true end
+  local mine = site .. '/'
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', ready, '(' .. now, '+inf')) do
+    if string.sub(member, 1, #mine) == mine then return true end
+  end
+  return false
+end
+
+-- Whether a candidate of another site is waiting for the lease (noted in the
+-- waiters set, its wait not over) and ready: the one a candidate that is not
+-- ready leaves the lease to.
+local function ready_elsewhere(ready, waiters, site, now)
+  if redis.call('TYPE', waiters)['ok'] ~= 'zset' then return false end
+  for _, holder in ipairs(redis.call('ZRANGEBYSCORE', waiters, now, '+inf')) do
+    local other = string.match(holder, '^([^/]+)/')
+    if other and other ~= site and site_ready(ready, other, now) then return true end
+  end
+  return false
+end
+"""
+
 # ACQUIRE — take the lease if nobody holds it, and publish the new term's
 # site on the elected channel (PUBLISH needs no memory and no subscriber):
 # workers waiting for their site to lead wake on it instead of polling.
-# KEYS: lease, fence, history, waiters, elected channel, quarantine.
-# ARGV: holder, site, ttl_ms, token_floor, history_maxlen, waiter_grace_ms.
+# KEYS: lease, fence, history, waiters, elected channel, quarantine, ready.
+# ARGV: holder, site, ttl_ms, token_floor, history_maxlen, waiter_grace_ms,
+#       require_ready ('1' or '0').
 # Replies:
-#   {'acquired', token, now_ms, event, history_error}
+#   {'acquired', token, now_ms, event, history_error, ready (1|0)}
 #   {'held', pttl, field, value, ...}          someone else's lease, as HGETALL
+#   {'unready', pttl, field, value, ...}       the same, to a candidate not ready (not noted as waiting)
+#   {'deferred'}                               free, left to a ready candidate of another site that waits
 #   {'quarantined', pttl, detail}              a failover was seen: no term starts yet
 #   {'corrupt', key, problem, pttl}
 #   {'oom', error}                             Redis is full: no term can start
@@ -123,7 +158,12 @@ end
 # lost its data (restart without persistence) while some candidate remembers.
 # The history entry says 'takeover' when the previous term ended without a
 # release or step-down, i.e. the lease expired under its holder.
-ACQUIRE = _INSPECT_LEASE + _WAITERS + _INSPECT_FENCE + """
+# With require_ready, a candidate whose site is not ready (no live mark in
+# the ready set) is never noted as waiting — a release wakes only those that
+# can work — and takes a free lease only if no ready candidate of another
+# site waits for it: a site that cannot work still leads when nobody else
+# can (scheduling ticks that a worker may yet run is better than nothing).
+ACQUIRE = _INSPECT_LEASE + _WAITERS + _INSPECT_FENCE + _READINESS + """
 local lease, fence, history, waiters, elected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local holder, site, ttl_ms, floor, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
@@ -140,16 +180,28 @@ end
 
 local state = inspect_lease(lease)
 if state[1] == 'corrupt' then return {'corrupt', lease, state[2], state[3]} end
+local ready = ARGV[7] ~= '1' or site_ready(KEYS[7], site, now_ms())
 local event = 'acquired'
 if state[1] == 'held' then
   if state[4]['holder'] ~= holder then
     local now = now_ms()
-    note_waiter(waiters, holder, now, now + state[2] + tonumber(ARGV[6]))
     local reply = {'held', state[2]}
+    if ready then
+      note_waiter(waiters, holder, now, now + state[2] + tonumber(ARGV[6]))
+    else
+      forget_waiter(waiters, holder)
+      reply[1] = 'unready'
+    end
     for _, v in ipairs(state[3]) do reply[#reply + 1] = v end
     return reply
   end
   event = 'reacquired'
+end
+-- (Its own lease, which a demoted leader finds on coming back, it takes
+-- again: a RENEW hands it over with a release, waking the others at once.)
+if event == 'acquired' and not ready and ready_elsewhere(KEYS[7], waiters, site, now_ms()) then
+  forget_waiter(waiters, holder)
+  return {'deferred'}
 end
 
 local fence_junk = inspect_fence(fence)
@@ -191,7 +243,7 @@ end
 local added = redis.pcall('XADD', history, 'MAXLEN', '~', maxlen, '*', unpack(entry))
 local history_error = ''
 if type(added) == 'table' and added['err'] then history_error = added['err'] end
-return {'acquired', token, now, entry[2], history_error}
+return {'acquired', token, now, entry[2], history_error, ready and 1 or 0}
 """
 
 # RENEW — extend the lease, only if the caller still holds it under the same
@@ -200,13 +252,17 @@ return {'acquired', token, now, entry[2], history_error}
 # PEXPIRE needs none and goes first, and once a script has written, Redis
 # lets the rest of it run, so the HSET of renewed_at (an overwrite in place)
 # follows; pcall keeps a refusal from costing the renewal anyway.
-# Replies {'renewed', now_ms}, {'lost', current_holder_or_empty}, or
-# {'step_down'} when an operator asked this holder to step down (the
-# step-down key names it): the leader then demotes itself first and releases
-# after, so a step-down asked from anywhere (a one-off dyno, another web
-# worker) never makes two leaders.
-# KEYS: lease, step_down.  ARGV: holder, token, ttl_ms.
-RENEW = _NOW_MS + """
+# Replies {'renewed', now_ms, ready, ready_elsewhere}, {'lost',
+# current_holder_or_empty}, or {'step_down'} when an operator asked this
+# holder to step down (the step-down key names it): the leader then demotes
+# itself first and releases after, so a step-down asked from anywhere (a
+# one-off dyno, another web worker) never makes two leaders.
+# With require_ready, ready (1|0) says whether the leader's site still has a
+# live mark in the ready set and, when it has not, ready_elsewhere (1|0)
+# whether a ready candidate of another site waits: the leader then hands the
+# lease over (elector.py). Both are reads, after the renewal's writes.
+# KEYS: lease, step_down, ready, waiters.  ARGV: holder, token, ttl_ms, site, require_ready.
+RENEW = _NOW_MS + _READINESS + """
 local lease = KEYS[1]
 if redis.call('TYPE', lease)['ok'] ~= 'hash' then return {'lost', ''} end
 local current = redis.call('HMGET', lease, 'holder', 'token')
@@ -220,7 +276,10 @@ end
 local now = now_ms()
 redis.call('PEXPIRE', lease, ARGV[3])
 redis.pcall('HSET', lease, 'renewed_at', now)
-return {'renewed', now}
+if ARGV[5] == '1' and not site_ready(KEYS[3], ARGV[4], now) then
+  return {'renewed', now, 0, ready_elsewhere(KEYS[3], KEYS[4], ARGV[4], now) and 1 or 0}
+end
+return {'renewed', now, 1, 0}
 """
 
 # RELEASE — delete the lease if the caller still holds it under the same
@@ -316,5 +375,50 @@ if state[1] == 'corrupt' then return {'corrupt', KEYS[1], state[2], state[3]} en
 if state[1] == 'none' then return {'none'} end
 local reply = {'held', state[2]}
 for _, v in ipairs(state[3]) do reply[#reply + 1] = v end
+return reply
+"""
+
+# MARK_READY — a member of a site (an RQ worker) says it can do the site's
+# work for the next live_ms (election/readiness.py). Marks past their time are
+# dropped first, so the set holds only the live ones; the key expires with
+# its last mark. The ZREMRANGEBYSCORE needs no memory and goes first, so a
+# full Redis (noeviction) still takes the mark of a member already there.
+# It also answers which site holds the lease (a read, '' when free or junk):
+# an idle worker of the leading site learns that it still leads from its
+# mark, with no second command per beat.
+# KEYS: ready, lease.  ARGV: '<site>/<member>', live_ms.
+# Replies {'ready', until_ms, leader_site}, {'corrupt', key, problem, pttl} or {'refused', error}.
+MARK_READY = _NOW_MS + """
+local ready = KEYS[1]
+local kind = redis.call('TYPE', ready)['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
+end
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', ready, '-inf', now)
+local until_ms = now + tonumber(ARGV[2])
+local added = redis.pcall('ZADD', ready, until_ms, ARGV[1])
+if type(added) == 'table' and added['err'] then return {'refused', added['err']} end
+local last = redis.call('ZRANGE', ready, -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', ready, last[2])
+local leader = redis.pcall('HGET', KEYS[2], 'site')
+if type(leader) ~= 'string' then leader = '' end
+return {'ready', until_ms, leader}
+"""
+
+# READY_MEMBERS — the live marks and the server's time, for /status: reply
+# {'ready', now_ms, member, until_ms, ...} or {'corrupt', key, problem, pttl}.
+# KEYS: ready.
+READY_MEMBERS = _NOW_MS + """
+local ready = KEYS[1]
+local kind = redis.call('TYPE', ready)['ok']
+if kind ~= 'zset' and kind ~= 'none' then
+  return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
+end
+local now = now_ms()
+local reply = {'ready', now}
+for _, v in ipairs(redis.call('ZRANGEBYSCORE', ready, '(' .. now, '+inf', 'WITHSCORES')) do
+  reply[#reply + 1] = v
+end
 return reply
 """

@@ -81,8 +81,31 @@ def _pings(client):
         return False
 
 
+# On a failure, the last lines of every process a test started are printed
+# (pytest shows them under "Captured stdout teardown"): a flaky failure in CI
+# must carry what the sites said.
+FAILURE_LOG_LINES = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.baton_failed = report.failed
+
+
+def _print_logs_if_failed(request, named_processes) -> None:
+    if not getattr(request.node, "baton_failed", False):
+        return
+    for name, process in named_processes:
+        lines = list(process.lines)
+        print(f"----- {name}: last {min(len(lines), FAILURE_LOG_LINES)} of {len(lines)} lines -----")
+        print("\n".join(lines[-FAILURE_LOG_LINES:]))
+
+
 @pytest.fixture
-def web():
+def web(request):
     """Web sites (real gunicorn dynos, tests/support/web.py), closed at the end."""
     made = []
 
@@ -91,12 +114,13 @@ def web():
         return made[-1]
 
     yield make
+    _print_logs_if_failed(request, [(f"web site {site.name}", site) for site in made])
     for site in made:
         site.close()
 
 
 @pytest.fixture
-def sites():
+def sites(request):
     """Sites of `python -m workers scheduler|worker` processes (tests/support/sites.py), closed at the end."""
     made = []
 
@@ -105,6 +129,8 @@ def sites():
         return made[-1]
 
     yield make
+    _print_logs_if_failed(request, [(f"site {site.name} {kind}", proc) for site in made
+                                    for kind, proc in (("scheduler", site.scheduler), ("worker", site.worker)) if proc])
     for site in made:
         site.close()
 

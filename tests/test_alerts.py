@@ -14,7 +14,7 @@ import pytest
 
 from election import read_lease
 from tests.conftest import wait_until
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 from tests.support.operate_jobs import spans
 from tests.support.webhook import WebhookReceiver
 from workers import controls
@@ -39,7 +39,7 @@ def test_a_failing_entry_is_one_alert_across_two_sites_and_a_recovery_follows(si
                                                                               receiver):
     env = {"BATON_ALERT_WEBHOOK_URL": receiver.url}
     sites("a", shared_redis.url, prefix, SCHEDULE, env)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10, what="a to lead")
     sites("b", shared_redis.url, prefix, SCHEDULE, env)
     # 'failing' fails every second on a: one alert for all of them.
     alert = wait_until(lambda: receiver.alerts("run_failed"), timeout=15, what="the failure alert")[0]
@@ -93,7 +93,7 @@ def test_a_frozen_leader_is_reported_by_the_follower_before_its_lease_runs_out(s
     timings = {"BATON_LEASE_TTL": "20", "BATON_RENEW_INTERVAL": "1", "BATON_RENEW_DEADLINE": "5"}
     env = {**timings, "BATON_ALERT_WEBHOOK_URL": receiver.url, "BATON_ALERT_LEADER_CHANGES": "1"}
     a = sites("a", shared_redis.url, prefix, "tests.support.schedule_empty", env)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10, what="a to lead")
     sites("b", shared_redis.url, prefix, "tests.support.schedule_empty", env)
     changed = wait_until(lambda: receiver.alerts("leader_changed"), timeout=15, what="a's leader_changed")[0]
     assert changed["leader"] == "a"

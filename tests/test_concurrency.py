@@ -16,7 +16,7 @@ import pytest
 from election import read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import enqueue_tick, recorded_runs
-from tests.support.lease import leader_site
+from tests.support.lease import leader_site, leads_ready
 from tests.support.sites import ROOT, Site
 from workers.runs import last_runs, recent_runs, run_counts
 from workers.settings import ConfigError, DEFAULT_WORKER_CONCURRENCY, Settings
@@ -94,7 +94,7 @@ def test_a_dyno_stop_with_two_jobs_running_lets_both_finish_then_hands_over(web,
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix, schedule="tests.support.schedule_empty",
             extra_env={"BATON_WORKER_CONCURRENCY": "2", "WEB_CONCURRENCY": "1"})
-    wait_until(lambda: leader_site(r, prefix) == "a" and a.count("event=worker_start") == 2, timeout=20,
+    wait_until(lambda: leads_ready(r, prefix, "a") and a.count("event=worker_start") == 2, timeout=20,
                what="site a and its two workers")
     make_elector(shared_redis.url, prefix, "b")
     wait_until(lambda: events.of("leader", "b"), timeout=10, what="b to follow")
@@ -126,7 +126,7 @@ def test_a_following_web_dyno_runs_one_worker_and_starts_the_others_when_elected
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix, schedule="tests.support.schedule_empty",
             extra_env={"BATON_WORKER_CONCURRENCY": "3", "WEB_CONCURRENCY": "1"})
-    wait_until(lambda: leader_site(r, prefix) == "a" and a.count("event=worker_start") == 3, timeout=20,
+    wait_until(lambda: leads_ready(r, prefix, "a") and a.count("event=worker_start") == 3, timeout=20,
                what="a to lead with three workers")
     b = web("b", shared_redis.url, prefix, schedule="tests.support.schedule_empty",
             extra_env={"BATON_WORKER_CONCURRENCY": "3", "WEB_CONCURRENCY": "1"})

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from election import read_lease
 from tests.conftest import wait_until
 from tests.support.cdp import open_dashboard
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 
 FOREIGN = "http://evil.example"
 
@@ -29,7 +29,7 @@ def lone_leader(web, shared_redis, prefix):
     """One site, alone, so it leads (within a second or two)."""
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     return r, a
 
 

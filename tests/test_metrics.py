@@ -12,7 +12,7 @@ import subprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_until
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 from tests.support.operate_jobs import spans
 from tests.support.sites import ROOT
 
@@ -27,11 +27,11 @@ def families(site) -> dict:
 
 def test_metric_names_types_and_values_parse_back(web, shared_redis, r, prefix):
     a = web("a", shared_redis.url, prefix, "tests.support.schedule_alerts")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     wait_until(lambda: len([s for s in spans(r, prefix) if s["entry"] == "beat"]) >= 3, timeout=20,
                what="a few runs of beat")
     assert a.get("/lease/release", method="POST")[0] == 200  # a handoff (to itself: one site), a gap measured
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead again")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead again")
     got = families(a)
     expected = {  # the name the parser gives (no _total / _bucket suffix) -> type
         "baton_is_leader": "gauge", "baton_token": "gauge", "baton_redis_up": "gauge",
@@ -64,7 +64,7 @@ def test_the_example_alert_rules_pass_promtool_and_name_real_metrics(web, shared
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 6 rules found" in checked.stdout, checked.stdout
     a = web("a", shared_redis.url, prefix, "tests.support.schedule_alerts")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     wait_until(lambda: spans(r, prefix), timeout=20, what="a run")
     # A family is exposed even before its first sample (no tick has been skipped yet, say).
     exposed = {f"{f.name}_total" if f.type == "counter" else f.name for f in families(a).values()}

@@ -19,7 +19,7 @@ from election import Keys, read_lease
 from tests.conftest import wait_until
 from tests.support.inline_worker import InlineWorker
 from tests.support.jobs import recorded_runs
-from tests.support.lease import leader_site
+from tests.support.lease import leader_site, leads_ready
 from tests.support.operate_jobs import spans
 from tests.support.sites import ROOT
 from tests.support.tcp_proxy import TcpProxy
@@ -66,7 +66,7 @@ def test_pause_holds_across_a_failover_and_resume_runs_again(sites, shared_redis
 
     entries = load_schedule("tests.support.schedule_operate")
     a = sites("a", shared_redis.url, prefix, "tests.support.schedule_operate")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10, what="a to lead")
     b = sites("b", shared_redis.url, prefix, "tests.support.schedule_operate")
     wait_until(lambda: by_entry(spans(r, prefix), "beat"), timeout=10, what="beat to run")
     record = controls.pause(r, prefix, entries, "beat", by="ops@test", note="maintenance window")
@@ -93,7 +93,7 @@ def test_run_now_from_a_follower_runs_on_the_leader_and_a_failure_is_retried(sit
 
     entries = load_schedule("tests.support.schedule_operate")
     sites("a", shared_redis.url, prefix, "tests.support.schedule_operate")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10, what="a to lead")
     sites("b", shared_redis.url, prefix, "tests.support.schedule_operate", scheduler=True, worker=True)
     # b's operator (the web route and the CLI call the same function) asks; a's worker runs it.
     job_id = controls.run_now(raw, prefix, entries, UTC, "daily", by="op@b (web)")
@@ -175,7 +175,7 @@ def test_stop_policy_stops_a_blocked_job_when_its_site_is_cut_off(sites, redis_s
            "BATON_TEST_MARKS": str(marks)}
     with TcpProxy(redis_server.port) as proxy:
         sites("a", proxy.url(), prefix, "tests.support.schedule_blocking", env)
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=10, what="a to lead")
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10, what="a to lead")
         sites("b", redis_server.url, prefix, "tests.support.schedule_blocking", env)
 
         def read_marks():

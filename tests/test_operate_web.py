@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.support.cdp import open_dashboard
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 from tests.support.operate_jobs import spans
 from tests.support.sites import ROOT
 from workers.controls import paused
@@ -28,7 +28,7 @@ def two_sites(web, shared_redis, prefix):
     """a leads; b follows. Both serve the schedule of tests/support/schedule_operate.py."""
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix, SCHEDULE)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     b = web("b", shared_redis.url, prefix, SCHEDULE)
     wait_until(b.bound, timeout=15, what="b to serve")
     yield r, a, b

@@ -21,7 +21,7 @@ from rq.registry import FailedJobRegistry
 from election import read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import enqueue_tick, recorded_runs
-from tests.support.lease import leader_site
+from tests.support.lease import leader_site, leads_ready
 from tests.support.output import ROOT
 from tests.support.platform import Container, container_unavailable
 from tests.support.redis_server import RedisServer, free_port
@@ -44,7 +44,7 @@ def web(web):
 def two_sites(web, url, r, prefix, a_env=None):
     """Site a leading with its embedded worker ready, site b following."""
     a = web("a", url, prefix, extra_env=a_env)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     b = web("b", url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15, what="b to follow")
     wait_until(lambda: a.has("worker_start"), timeout=15, what="a's worker")
@@ -179,7 +179,7 @@ def test_a_leftover_of_a_killed_site_never_runs_a_job_for_its_successor(web, sha
     first.kill_master()
     wait_until(lambda: not first.pids(), timeout=10, what="the first dyno's worker to exit with its master")
     second = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a" and second.has("worker_start"), timeout=20)
+    wait_until(lambda: leads_ready(r, prefix, "a") and second.has("worker_start"), timeout=20)
     for i in range(3):
         enqueue_tick(raw(shared_redis), prefix, f"e{i}")
     wait_until(lambda: len(recorded_runs(r, prefix)) == 3, timeout=15)
@@ -223,7 +223,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
         assert not any("redis_still_unreachable" in line for line in during)  # the first summary is at 10 s
         server.start()
         r = server.client()
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
         enqueue_tick(server.client(decode_responses=False), prefix, "after")
         wait_until(lambda: recorded_runs(r, prefix), timeout=15, what="a job once Redis is back")
         assert a.has("event=redis_recovered")
@@ -232,7 +232,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
         time.sleep(3)
         server.start()
         r = server.client()
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
         enqueue_tick(server.client(decode_responses=False), prefix, "again")
         wait_until(lambda: recorded_runs(r, prefix), timeout=15, what="a job after the second outage")
         assert not a.has("Traceback") and not a.has("worker_died")
@@ -245,7 +245,7 @@ def test_redis_down_is_a_few_lines_and_the_worker_resumes_in_place(web, prefix):
 def test_a_worker_whose_site_has_no_elector_warns_naming_both_sites_and_shows_in_status(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     stray = Proc(["worker"], {**a.env, "BATON_SITE": "worker-7f3a"})  # a worker dyno with its own host name
     try:
         line = wait_until(lambda: next((x for x in stray.lines if "event=site_not_competing" in x), None),
@@ -265,7 +265,7 @@ def test_a_worker_whose_site_has_no_elector_warns_naming_both_sites_and_shows_in
 def test_a_follower_sites_worker_does_not_warn(web, shared_redis, prefix):
     r = shared_redis.client()
     web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("worker_waiting_for_lease"), timeout=15)
     time.sleep(5)  # FAST timings: the warning would come after 3 s
@@ -340,7 +340,7 @@ def test_compose_stop_hands_over_at_once_from_pid_1_and_the_healthcheck_answers(
     a = Container(services["app_a"]["command"], {**env, "BATON_SITE": "a", "PORT": str(free_port())})
     b = None
     try:
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=20, what="a to lead from PID 1")
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=20, what="a to lead from PID 1")
         b = WebSite("b", shared_redis.url, prefix, schedule=EMPTY, extra_env=timings)
         wait_until(lambda: b.has("leader_changed"), timeout=15)
         wait_until(lambda: a.has("worker_start"), timeout=15)

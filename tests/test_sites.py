@@ -8,14 +8,14 @@ import json
 import time
 
 from tests.conftest import wait_until
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 from tests.support.sites import Proc
 from workers.sites import GONE_AFTER_S, sites
 
 
 def test_all_sites_with_a_separate_worker_and_a_vanished_site(web, shared_redis, r, prefix):
     a = web("a", shared_redis.url, prefix, "tests.support.schedule_empty", {"BATON_RELEASE": "v42"})
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a to lead")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     b = web("b", shared_redis.url, prefix, "tests.support.schedule_empty",
             {"BATON_EMBEDDED_WORKER": "false", "HEROKU_RELEASE_VERSION": "v7"})
     b_worker = Proc(["worker"], {**b.env, "BATON_WORKER_CONCURRENCY": "1"})  # b's worker dyno

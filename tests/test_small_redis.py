@@ -14,7 +14,7 @@ from rq import Queue
 from election import Keys, read_lease
 from tests.conftest import wait_until
 from tests.support.jobs import recorded_runs
-from tests.support.lease import leader_site
+from tests.support.lease import leads_ready
 from tests.support.redis_server import MINI_PLAN, RedisServer, fill_until_full
 from workers.entries import Entry, rq_queue_name
 from workers.orphans import EXPIRE_SLACK_S, STUCK_AFTER_S, OrphanSweep
@@ -28,7 +28,7 @@ def test_a_full_redis_keeps_the_leader_says_so_and_the_schedule_resumes_once_fre
     with RedisServer(extra_args=MINI_PLAN) as server:
         r = server.client()
         a = web("a", server.url, prefix, schedule="tests.support.schedule_1s")
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a leads")
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a leads")
         wait_until(lambda: len(recorded_runs(r, prefix)) >= 2, timeout=15, what="ticks run")
         token = read_lease(r, prefix).token
 

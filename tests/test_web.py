@@ -14,7 +14,7 @@ from election import read_lease
 from tests.conftest import wait_until
 from workers.settings import DEFAULT_WORKER_CONCURRENCY
 from tests.support.jobs import enqueue_tick
-from tests.support.lease import leader_site
+from tests.support.lease import leader_site, leads_ready
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.sites import ROOT
 from tests.support.web import GUNICORN
@@ -27,7 +27,7 @@ def enqueue_slow(shared_redis, prefix, seconds):
 def test_sigterm_with_no_job_releases_at_once_and_sigkill_waits_for_expiry(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     time.sleep(2)  # b has waited many renew intervals (0.2 s) when the release wakes it
@@ -59,7 +59,7 @@ def test_boot_with_redis_down_binds_at_once_and_elects_when_redis_comes(web, pre
         assert status == 200 and json.loads(body)["redis"] == "unreachable"
         server.start()
         r = server.client()
-        wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="election once Redis is up")
+        wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="election once Redis is up")
         wait_until(lambda: json.loads(a.get("/healthz", auth=None)[1])["redis"] == "reachable", timeout=5)
         time.sleep(1)
         names = [c["name"] for c in r.client_list()]
@@ -76,7 +76,7 @@ def test_auth_and_secrets(web, shared_redis, prefix):
     url = shared_redis.url.replace("redis://", "redis://:@")
     r = shared_redis.client()
     a = web("a", url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     assert a.get("/status", auth=None)[0] == 401
     status, body = a.get("/status", auth=("op", "wrong"))
     assert status == 401 and body == ""
@@ -87,8 +87,11 @@ def test_auth_and_secrets(web, shared_redis, prefix):
     assert a.get("/")[0] == 200 and "Baton" in a.get("/")[1]
     status, metrics = a.get("/metrics")
     assert status == 200 and 'baton_is_leader{site="a"} 1' in metrics
-    status, body = a.get("/healthz", auth=None)
-    assert status == 200 and json.loads(body) == {"status": "ok", "site": "a", "role": "leader", "redis": "reachable"}
+    # Healthy once a worker of the site has marked it ready (issue 15).
+    status, body = wait_until(lambda: (h := a.get("/healthz", auth=None)) and '"ready":true' in h[1].replace(" ", "")
+                              and h, timeout=15, what="a ready")
+    assert status == 200 and json.loads(body) == {"status": "ok", "site": "a", "role": "leader", "redis": "reachable",
+                                                  "ready": True}
     for path in ("/status", "/", "/metrics", "/healthz"):
         assert "s3cret-pass" not in a.get(path)[1]
     assert not any("s3cret-pass" in line for line in a.lines)
@@ -103,7 +106,7 @@ def test_auth_and_secrets(web, shared_redis, prefix):
 def test_release_endpoint_and_cli(web, shared_redis, prefix):
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     assert b.get("/lease/release", method="POST")[0] == 409
@@ -116,7 +119,7 @@ def test_release_endpoint_and_cli(web, shared_redis, prefix):
     out = subprocess.run([sys.executable, "-m", "flask", "--app", "app", "baton", "release"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "now leading" in out.stdout
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10)
 
 
 def test_keep_awake_requests_the_url_on_schedule(web, shared_redis, prefix):
@@ -159,7 +162,7 @@ def test_a_frozen_leader_never_says_leader_after_its_lease_moved(web, shared_red
         return roles
 
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     b = web("b", shared_redis.url, prefix)
     wait_until(lambda: b.has("leader_changed"), timeout=15)
     # A live leader's file is rewritten before its leader_until passes: every
@@ -177,7 +180,7 @@ def test_a_frozen_leader_never_says_leader_after_its_lease_moved(web, shared_red
     assert during and "leader" not in during, during
     # a leads again after b's stop, then its whole dyno freezes past the ttl.
     assert b.stop().clean
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15, what="a leads again")
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a leads again")
     c = web("c", shared_redis.url, prefix)
     wait_until(lambda: c.has("leader_changed"), timeout=15)
     pids = a.pids()
@@ -238,7 +241,7 @@ def test_dashboard_in_headless_chromium_shows_the_leader(web, shared_redis, pref
     assert chromium, "chromium is missing: apt-get install chromium (.ci/run installs it)"
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     user, password = a.auth
     done = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -264,7 +267,7 @@ def test_the_embedded_worker_is_restarted_when_it_dies(web, shared_redis, prefix
     wait_until(lambda: a.has("event=worker_died"), timeout=10, what="the supervisor to notice")
     wait_until(lambda: len(re.findall(r"worker_spawned", "\n".join(a.lines))) == 2, timeout=10,
                what="a new worker")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     enqueue_slow(shared_redis, prefix, 0)  # the new worker runs jobs
     wait_until(lambda: r.llen(f"{prefix}:test:executions") == 1, timeout=15, what="the job to run")
 
@@ -287,7 +290,7 @@ def test_every_connection_survives_the_server_closing_it(web, shared_redis, pref
     """What Heroku does to connections idle for 300 s, done to all of them at once."""
     r = shared_redis.client()
     a = web("a", shared_redis.url, prefix)
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=15)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15)
     wait_until(lambda: a.has("worker_start"), timeout=15)
     time.sleep(1)
     mine = lambda: [c for c in r.client_list() if c["name"].startswith("baton:a:")]

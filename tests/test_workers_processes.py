@@ -11,7 +11,7 @@ from rq import Queue
 
 from tests.conftest import wait_until
 from tests.support.jobs import recorded_runs as executions
-from tests.support.lease import leader_site
+from tests.support.lease import leader_site, leads_ready
 from tests.support.sites import ROOT, Site
 from workers.runner import run_tick
 from workers.runs import last_runs
@@ -66,14 +66,17 @@ def test_every_tick_runs_exactly_once_across_handoff_and_crash(sites, shared_red
     assert len(ticks) == len(set(ticks)), "a tick ran twice"
     assert set(ticks) <= expected
     # At most once wins: a tick the crashed site had already claimed (its run
-    # claim is in Redis) when SIGKILL reached every one of its processes is
-    # not run again. The kill is aimed a few ms after a tick falls due, before
-    # any claim, but finding the dyno's processes takes time on a loaded
-    # machine; only that one tick may be lost that way, and only if claimed.
-    claimed = {int(key.rsplit("-", 1)[1]) / 1000 for key in r.scan_iter(f"{prefix}:ran:*")}
-    missing = expected - set(ticks)
-    assert all(abs(t - crashed_at) <= 1.5 and t in claimed for t in missing) and len(missing) <= 1, (
-        f"ticks not run: {sorted(missing)}")
+    # claim, '<site>:<token>', is in Redis) when SIGKILL reached its worker
+    # is not run again. The kill is aimed a few ms after a tick falls due,
+    # before any claim, but finding the dyno's processes takes time on a
+    # loaded machine, and a late tick may be the one running: each of the
+    # site's worker processes (2 by default) may lose the tick it was running
+    # that way, and only a tick its own site claimed.
+    claims = {int(key.rsplit("-", 1)[1]) / 1000: r.get(key) for key in r.scan_iter(f"{prefix}:ran:*")}
+    missing = sorted(expected - set(ticks))
+    assert len(missing) <= 2 and all((claims.get(t) or "").startswith(f"{second}:") for t in missing), (
+        f"ticks not run: {[(t, claims.get(t)) for t in missing]} (tick, its claim); "
+        f"{second} crashed at {crashed_at:.3f}")
     # Run by the site leading at the time, under that term's token.
     history = terms(r, prefix)
     for e in in_window:
@@ -113,7 +116,7 @@ def test_a_job_taken_by_a_followers_worker_goes_back_to_the_leader(sites, shared
     time.sleep(1.5)  # b's worker is now blocked in BLMOVE, as a leader's worker
     sites("a", shared_redis.url, prefix, "tests.support.schedule_removed")
     b.scheduler.stop()  # b hands the lease over; its worker still waits in BLMOVE
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=5)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=5)
     tick = time.time()
     job_id = f"{prefix}-manual-{int(tick * 1000)}"
     Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(
@@ -132,7 +135,7 @@ def test_two_schedulers_at_once_still_run_each_tick_once(sites, shared_redis, r,
     from workers.scheduler import TickScheduler
 
     sites("a", shared_redis.url, prefix, "tests.support.schedule_1s")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10)
     # A second scheduler that wrongly believes it leads, on the same schedule.
     rogue = TickScheduler(shared_redis.client(decode_responses=False), prefix, ZoneInfo("UTC"),
                           load_schedule("tests.support.schedule_1s"), is_leader=lambda: True, site="rogue")
@@ -197,7 +200,7 @@ def test_cron_uses_baton_timezone_not_the_host_tz(sites, shared_redis, r, prefix
 
 def test_a_job_is_stopped_when_the_site_loses_the_lease_if_its_entry_says_so(sites, shared_redis, r, prefix):
     a = sites("a", shared_redis.url, prefix, "tests.support.schedule_slow_stop")
-    wait_until(lambda: leader_site(r, prefix) == "a", timeout=10)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=10)
     tick = time.time()
     job_id = f"{prefix}-slow-{int(tick * 1000)}"
     Queue(f"{prefix}-baton", connection=shared_redis.client(decode_responses=False)).enqueue_call(

@@ -168,7 +168,8 @@ def run_scheduler(settings: Settings, entries) -> int:
     lease = settings.lease()
     holder = {}
     done = threading.Event()
-    scheduler = TickScheduler(settings.shared_redis_client("scheduler", CONNECTION_TURN_WAIT_S), settings.prefix, settings.timezone, entries,
+    scheduler = TickScheduler(settings.shared_redis_client("scheduler", CONNECTION_TURN_WAIT_S), settings.prefix,
+                              settings.timezone, entries,
                               is_leader=lambda: holder["elector"].is_leader, site=identity.site,
                               alerts=settings.alerts)
     watchdog = Watchdog(scheduler.connection, settings.prefix, entries, settings.timezone, site=identity.site,
@@ -177,6 +178,8 @@ def run_scheduler(settings: Settings, entries) -> int:
     presence = SitePresence(scheduler.connection, settings.prefix, identity.site, identity.holder,
                             describe=lambda: {"role": "leader" if holder["elector"].is_leader else "follower",
                                               "process": "scheduler", "embedded_worker": False,
+                                              "ready": holder["elector"].ready,
+                                              "ready_elsewhere": holder["elector"].ready_elsewhere,
                                               "stopping": done.is_set()},
                             leading=lambda: holder["elector"].is_leader)
 
@@ -188,7 +191,8 @@ def run_scheduler(settings: Settings, entries) -> int:
         scheduler.on_demoted(reason)
         presence.changed()
 
-    elector = Elector(lease, settings.election, Callbacks(on_elected=on_elected, on_demoted=on_demoted))
+    elector = Elector(lease, settings.election, Callbacks(on_elected=on_elected, on_demoted=on_demoted,
+                                                          on_readiness_changed=lambda *_: presence.changed()))
     holder["elector"] = elector
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -78,6 +78,22 @@ def children(pid: int) -> list:
         return []
 
 
+class RestartDelay:
+    """How long to wait before restarting a worker that died: from
+    WORKER_RESTART_MIN_S, doubling up to WORKER_RESTART_MAX_S while it keeps
+    dying, and from the minimum again once a worker has run WORKER_HEALTHY_S
+    (a blip long ago must not slow the next restart)."""
+
+    def __init__(self):
+        self._next = WORKER_RESTART_MIN_S
+
+    def after_death(self, ran_for_s: float) -> float:
+        if ran_for_s >= WORKER_HEALTHY_S:
+            self._next = WORKER_RESTART_MIN_S
+        delay, self._next = self._next, min(self._next * 2, WORKER_RESTART_MAX_S)
+        return delay
+
+
 class _Slot:
     """One worker process and the thread that supervises it."""
 
@@ -175,7 +191,7 @@ class WorkerPool:
 
     def _supervise(self, slot: _Slot) -> None:
         """Runs on the slot's own thread, which forks the worker (see the module docstring)."""
-        delay = WORKER_RESTART_MIN_S
+        delays = RestartDelay()
         while not self._stopping.is_set():
             if not slot.standing and not self._wait_to_lead():
                 return
@@ -189,13 +205,11 @@ class WorkerPool:
             if slot.retired:
                 slot.retired = False
                 continue
-            if time.monotonic() - started >= WORKER_HEALTHY_S:
-                delay = WORKER_RESTART_MIN_S
+            delay = delays.after_death(time.monotonic() - started)
             log_event(self._log, logging.WARNING, "worker_died", site=self.site, pid=proc.pid, slot=slot.index,
                       returncode=proc.returncode, restart_in_s=delay)
             if self._stopping.wait(delay):
                 return
-            delay = min(delay * 2, WORKER_RESTART_MAX_S)
             slot.restarts += 1
 
     # -- what the parent reads ------------------------------------------------

@@ -6,6 +6,10 @@ index (a zset scored by when it was last seen), whenever its state changes
 and at least every ``REFRESH_S``. A worker that stops writing — killed, or
 cut off from Redis — drops out of the list after ``TTL_S``; the index is
 trimmed on every write, so neither key grows with restarts.
+
+Apart from that record, every worker marks its site ready every
+``READY_BEAT_S`` (election/readiness.py: the mark that lets its site compete
+for the lease), which lasts ``READY_LIVE_S``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ REFRESH_S = 30.0
 
 # A worker not seen for this long is gone: three missed refreshes.
 TTL_S = 90
+
+# A worker marks its site ready this often, in every state (a job running
+# included: RQ's monitoring of the work horse wakes this often for it)...
+READY_BEAT_S = 1
+
+# ...and a mark counts this long: three beats, so one slow round trip never
+# makes the site look unable to work. A worker killed, frozen or cut off
+# from Redis stops counting after this; its site's leader hands the lease
+# over at its next renewal (ElectionConfig.renew_interval) once a ready site
+# waits — within READY_LIVE_S + renew_interval, 5 s at the defaults, half
+# the lease's ttl.
+READY_LIVE_S = 3.0
 
 
 def record(name: str, state: dict, now: float) -> dict:

@@ -282,7 +282,9 @@ class Settings:
             raise ConfigError(CLUSTER_REFUSED)
 
     def lease(self) -> Lease:
-        """The elector's lease: its own connection, and the replicas it waits for."""
+        """The elector's lease: its own connection, the replicas it waits for,
+        and readiness required: a site competes only while one of its workers
+        can run a job (workers/worker.py marks it)."""
         return Lease.from_url(self.redis_url, self.identity, self.election.ttl_ms, prefix=self.prefix,
                               replicas_ack=self.replicas_ack, replica_ack_timeout=self.replica_ack_timeout,
-                              **self.redis_kwargs())
+                              require_ready=True, **self.redis_kwargs())

@@ -31,6 +31,8 @@ from redis.exceptions import RedisError
 from election import Keys
 from election.logfmt import log_event
 
+from .presence import READY_LIVE_S
+
 log = logging.getLogger("baton.sites")
 
 # A master writes its presence at least this often (one HSET).
@@ -118,10 +120,12 @@ class SitePresence:
                 self.connection.connection_pool.disconnect(inuse_connections=False)
 
 
-def sites(connection, prefix: str, workers=(), now: float | None = None) -> list:
+def sites(connection, prefix: str, workers=(), now: float | None = None, ready: dict | None = None) -> list:
     """Every master seen within FORGET_AFTER_S (older ones are removed
     here), newest first, each with ``state`` — its role, ``gone`` if not
-    seen for GONE_AFTER_S — and the RQ workers of its site (presence.py)."""
+    seen for GONE_AFTER_S — and the RQ workers of its site (presence.py).
+    Given ``ready`` (election.ready_sites), each also says whether its site
+    may lead (:func:`eligibility`)."""
     keys = Keys(prefix)
     now = time.time() if now is None else now
     out, forget = [], []
@@ -149,4 +153,42 @@ def sites(connection, prefix: str, workers=(), now: float | None = None) -> list
         by_site.setdefault(worker.get("site"), []).append(worker)
     for record in out:
         record["workers"] = by_site.get(record.get("site"), [])
+        if ready is not None and record["state"] != "junk":
+            record.update(eligibility(record, ready))
     return sorted(out, key=lambda r: -float(r.get("seen_at") or 0))
+
+
+def eligibility(record: dict, ready: dict) -> dict:
+    """Whether the record's site may lead — it does only while one of its
+    workers has a live readiness mark (election/readiness.py) — and, if not,
+    why not, for the operator who has to fix it."""
+    marks = ready.get(record.get("site"), {})
+    out = {"eligible": bool(marks), "ready_workers": sorted(marks)}
+    if not marks:
+        out["why_not"] = why_not(record)
+    return out
+
+
+def why_not(record: dict) -> str:
+    """The likeliest reason a site has no live mark, from what its master
+    and its workers last said. The most specific cause comes first: a
+    stopping master's workers stop too, and dead embedded workers stay
+    listed in presence.py for a while after they died."""
+    site, state = record.get("site"), record.get("state")
+    if state == "gone":
+        return f"gone: its master has not been seen for {round(record.get('seen_s_ago') or 0)} s"
+    if state == "stopped":
+        return "stopped"
+    if record.get("stopping"):
+        return "stopping"
+    if record.get("embedded_worker") and not record.get("workers_alive"):
+        return "its embedded workers are not running (restarting?)"
+    if record["workers"]:
+        return (f"its workers have not marked it ready for over {READY_LIVE_S:g} s "
+                "(frozen, or cut off from Redis)")
+    if record.get("embedded_worker") is False:
+        # A scheduler process never embeds workers: the setting is a web's.
+        off = "BATON_EMBEDDED_WORKER=false and " if record.get("process") == "web" else ""
+        return f"no worker runs for this site: {off}no worker process (Procfile `worker`) with BATON_SITE={site}"
+    # Embedded workers are up but none has said anything yet: a boot.
+    return "none of its workers has marked it ready yet (starting?)"

@@ -29,9 +29,18 @@ it says so, naming both sites, and /status shows it (presence.py).
   and is SIGKILLed by the kernel if its worker dies;
 - whatever Redis does, the process is gone by the stop's deadline.
 
-**Redis trouble** while waiting or dequeuing is retried in place every
-``OUTAGE_RETRY_S`` and reported as a few lines (election.outage), so the
-worker resumes within a second of Redis and the elector.
+**Readiness.** The worker marks its site ready (election/readiness.py)
+every ``presence.READY_BEAT_S`` (1 s) in every state — waiting for its site to lead,
+listening for a job, watching its work horse run one — so its site's elector
+competes only while the site has a worker that can run a job, and hands the
+lease over when its last one is gone (the bound: README, "Leadership follows
+the workers"). A stopping worker marks only while its running job goes on,
+and clears its mark as it exits.
+
+**Redis trouble** while starting, waiting, dequeuing or watching a job is
+retried in place every ``OUTAGE_RETRY_S`` and reported as a few lines
+(election.outage) — RQ's own loop would quit on it — so the worker resumes
+within a second of Redis and the elector.
 """
 
 from __future__ import annotations
@@ -43,11 +52,11 @@ import signal
 import threading
 import time
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from rq.exceptions import DequeueTimeout
 from rq.worker import Worker, WorkerStatus
 
-from election import Keys, LeaseCorrupt, read_lease
+from election import Keys, LeaseCorrupt, clear_ready, mark_ready, read_lease
 from election.logfmt import log_event
 from election.outage import OutageLog
 
@@ -104,6 +113,10 @@ SOCKET_TIMEOUT_S = WORKER_TTL_S - 5
 NOT_COMPETING_PERIODS = 6
 NOT_COMPETING_REPEAT_S = 600.0
 
+# RQ's own heartbeat (the worker's key in RQ, the running job's) is kept at
+# the pace it had before the work horse's watch woke every READY_BEAT_S.
+RQ_HEARTBEAT_S = 30.0
+
 # The process's exit status when the stop's deadline ended it (Redis frozen).
 EXIT_DEADLINE = 3
 
@@ -140,6 +153,7 @@ class LeaderGatedWorker(Worker):
                  replicas_ack: int = 0, replica_ack_timeout: float = 0.5,
                  **kwargs):
         kwargs.setdefault("worker_ttl", WORKER_TTL_S)
+        kwargs.setdefault("job_monitoring_interval", presence.READY_BEAT_S)
         super().__init__(queues, **kwargs)
         # RQ names the connection it found idle after the RQ worker (CLIENT
         # SETNAME <worker name>); give it back the name all of Baton's
@@ -148,8 +162,8 @@ class LeaderGatedWorker(Worker):
         if own_name:
             try:
                 self.connection.client_setname(own_name)
-            except ResponseError:
-                pass  # a proxy that refuses CLIENT SETNAME: RQ met the same
+            except RedisError:
+                pass  # a proxy that refuses CLIENT SETNAME (RQ met the same), or Redis gone: a name is for people
         self.baton_site = site
         self.baton_prefix = prefix
         self.shutdown_grace = shutdown_grace
@@ -184,6 +198,9 @@ class LeaderGatedWorker(Worker):
         self._own_site_missing_since = None
         self._next_site_check = 0.0
         self._next_missing_warning = 0.0
+        self._next_beat = 0.0
+        self._forked_for = None  # the job id a work horse was last forked for
+        self._next_rq_heartbeat = 0.0
 
     @property
     def stopping(self) -> bool:
@@ -242,7 +259,7 @@ class LeaderGatedWorker(Worker):
                               leader_site=record.site if record else None)
                     announced = True
                 self._publish(self._watch_own_site(record), record.site if record else None)
-                self._feed.wait(self._recheck_in(record))
+                self._wait_for_term(self._recheck_in(record))
             except LeaseCorrupt:  # Redis answered; what it holds is junk: wait for a fix
                 self._outage.succeeded()
                 time.sleep(CORRUPT_LEASE_POLL_S)
@@ -251,6 +268,42 @@ class LeaderGatedWorker(Worker):
                 self._close_feed()
                 time.sleep(OUTAGE_RETRY_S)
         return False
+
+    def _wait_for_term(self, timeout: float) -> None:
+        """Wait on the feed for a new term, up to ``timeout`` s, marking the
+        site ready every READY_BEAT_S meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._beat()
+            left = deadline - time.monotonic()
+            if left <= 0 or self._feed.wait(min(left, presence.READY_BEAT_S)):
+                return
+
+    def _beat(self) -> "str | None":
+        """Mark the site ready (module docstring), at most every READY_BEAT_S.
+        Once stopping, only while the job it runs goes on: a dyno stop lets
+        the running job finish under its site's lease, and the master hands
+        the lease over after it (app/runtime.py) — not this mark running out
+        mid-job. Junk at the key is reported (once a minute); an outage is
+        told by the caller's next command. Returns the site that holds the
+        lease, as the mark's reply says it ('' for none), or None when no
+        mark was sent."""
+        now = time.monotonic()
+        if (self.stopping and self._running_job_id is None) or now < self._next_beat:
+            return None
+        self._next_beat = now + presence.READY_BEAT_S
+        try:
+            return mark_ready(self.connection, self.baton_prefix, self.baton_site, self.name,
+                              round(presence.READY_LIVE_S * 1000))[1]
+        except LeaseCorrupt as exc:
+            if self._corrupt_reported_at is None or now - self._corrupt_reported_at >= 60:
+                self._corrupt_reported_at = now
+                log_event(log, logging.WARNING, "ready_key_unreadable", site=self.baton_site, key=exc.key,
+                          problem=exc.problem, fix=exc.fix,
+                          effect="every site counts as able to work until it is fixed")
+        except RedisError as exc:
+            self._outage.failed(exc)
+        return None
 
     def _leads(self, record) -> bool:
         return record is not None and record.site == self.baton_site
@@ -320,12 +373,18 @@ class LeaderGatedWorker(Worker):
         while True:
             try:
                 self.set_state(WorkerStatus.IDLE)
-                if not self._wait_to_lead():
+                # The mark says whether this site still leads; only when it
+                # does not (or no mark was due) is the lease read, and waited on.
+                if self._beat() == self.baton_site:
+                    self._publish("leading", self.baton_site)  # written on a change or every REFRESH_S
+                elif not self._wait_to_lead():
                     return None
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 self.procline("Listening on " + ",".join(self.queue_names()))
-                wait = presence.REFRESH_S if timeout is None else min(timeout, presence.REFRESH_S)
+                # Back within READY_BEAT_S for the next mark (BLMOVE returns
+                # at once when a job comes).
+                wait = presence.READY_BEAT_S if timeout is None else min(timeout, presence.READY_BEAT_S)
                 result = self.queue_class.dequeue_any(
                     self.queues, wait, connection=self.connection, job_class=self.job_class,
                     serializer=self.serializer, death_penalty_class=self.death_penalty_class,
@@ -353,7 +412,87 @@ class LeaderGatedWorker(Worker):
         except RedisError as exc:  # `rq suspend` cannot be read: the dequeue waits out the outage
             self._outage.failed(exc)
 
+    def register_birth(self):
+        """RQ's registration, retried until Redis answers (RQ would end the
+        process on its error). The name is this process's own (a random boot
+        id): a key under it was written by an earlier try whose reply was lost."""
+        while True:
+            try:
+                self.connection.delete(self.key)
+                super().register_birth()
+                self._outage.succeeded()
+                return
+            except RedisError as exc:
+                self._outage.failed(exc)
+                time.sleep(OUTAGE_RETRY_S)
+
+    def set_state(self, state, pipeline=None):
+        """RQ's state field, for ``rq info``: written when it changes (RQ
+        writes it at every turn of its loop, once a second here), and an
+        outage leaves it stale rather than end the worker (inside a pipeline,
+        the pipeline's owner handles it)."""
+        if pipeline is not None:
+            return super().set_state(state, pipeline)
+        if state == self._state:
+            return None
+        try:
+            super().set_state(state)
+        except RedisError as exc:
+            self._outage.failed(exc)
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's heartbeat; one lost to an outage is sent again later."""
+        if pipeline is not None:
+            return super().heartbeat(timeout, pipeline)
+        try:
+            super().heartbeat(timeout)
+        except RedisError as exc:
+            self._outage.failed(exc)
+
+    def maintain_heartbeats(self, job, execution):
+        """Called by RQ every presence.READY_BEAT_S while the work horse runs: the
+        site's readiness mark each time, RQ's heartbeats every RQ_HEARTBEAT_S;
+        a Redis error here is retried at the next call, never the end of the
+        worker (the job goes on in its horse)."""
+        self._beat()
+        now = time.monotonic()
+        if now < self._next_rq_heartbeat:
+            return
+        try:
+            super().maintain_heartbeats(job, execution)
+            self._next_rq_heartbeat = now + RQ_HEARTBEAT_S
+        except RedisError as exc:
+            self._outage.failed(exc)
+
     def execute_job(self, job, queue):
+        """Run the job (``_execute_job``); a Redis error in RQ's bookkeeping
+        around it ends neither the worker nor the loop. A job whose horse was
+        never forked goes back to its queue once Redis answers."""
+        self._next_rq_heartbeat = time.monotonic() + RQ_HEARTBEAT_S  # RQ sends one as it forks
+        try:
+            self._execute_job(job, queue)
+        except RedisError as exc:
+            self._outage.failed(exc)
+            log_event(log, logging.WARNING, "job_bookkeeping_failed", site=self.baton_site, job_id=job.id,
+                      error=f"{type(exc).__name__}: {exc}",
+                      effect="the run records itself; RQ's registries catch up at their next cleanup")
+            if self._forked_for != job.id:
+                self._put_back_when_redis_answers(job, queue)
+
+    def fork_work_horse(self, job, queue):
+        self._forked_for = job.id
+        super().fork_work_horse(job, queue)
+
+    def _put_back_when_redis_answers(self, job, queue) -> None:
+        while not self.stopping:
+            try:
+                self._put_back(job, queue)
+                return
+            except RedisError as exc:
+                self._outage.failed(exc)
+                time.sleep(OUTAGE_RETRY_S)
+
+    def _execute_job(self, job, queue):
         # While idle, RQ answers SIGTERM by raising StopRequested inside the
         # signal handler, which could cut the put-back in half and strand the
         # job in the intermediate list. Marked busy, a SIGTERM only asks the
@@ -447,9 +586,10 @@ class LeaderGatedWorker(Worker):
     def teardown(self):
         self._close_feed()
         try:
+            clear_ready(self.connection, self.baton_prefix, self.baton_site, self.name)
             presence.withdraw(self.connection, self.baton_prefix, self.name)
         except RedisError:
-            pass  # it drops out after presence.TTL_S
+            pass  # the mark runs out after presence.READY_LIVE_S, the presence after presence.TTL_S
         super().teardown()
 
     # -- stopping ----------------------------------------------------------

@@ -51,6 +51,14 @@ def tagged(tag: str) -> list:
     return found
 
 
+def cmdline(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
 def _signal_all(pids, sig) -> None:
     for pid in pids:
         try:
@@ -82,6 +90,24 @@ class Dyno(OutputProcess):
 
     def pids(self) -> list:
         return tagged(self.tag)
+
+    def pids_running(self, *argv) -> list:
+        """Processes of the dyno whose command line holds ``argv`` in a row
+        (``"-m", "workers", "worker"``: its RQ workers and their work horses)."""
+        wanted = list(argv)
+        return [pid for pid in self.pids()
+                if any(cmdline(pid)[i:i + len(wanted)] == wanted for i in range(len(cmdline(pid))))]
+
+    def freeze(self, *argv) -> list:
+        """SIGSTOP the processes :meth:`pids_running` finds: a process wedged
+        (not dead, so nothing restarts it). Returns their pids for ``thaw``."""
+        pids = self.pids_running(*argv)
+        _signal_all(pids, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids) -> None:
+        _signal_all(pids, signal.SIGCONT)
 
     def stop(self, repeat_after: float = 0.5, kill_after: float = PLATFORM_KILL_AFTER_S) -> StopReport:
         """Heroku's dyno stop: SIGTERM to every process, again ``repeat_after``
