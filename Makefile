@@ -14,12 +14,12 @@ export REDIS_SERVER
 
 # After the whole suite on Redis, `make test` runs these again on Valkey: the
 # election (lease scripts, elector, fencing, outages, failover detection and
-# WAIT) and the scheduler loop, in about 1 min. The process-level workers,
+# WAIT, readiness) and the scheduler loop, in about 1 min. The process-level workers,
 # churn, operate and concurrency tests (another 3 min, green on Valkey too)
 # run there only with REDIS_SERVER=valkey, to keep `make test` near 10 min.
 VALKEY_TESTS := tests/test_redis_flavor.py \
 	tests/test_lease.py tests/test_elector.py tests/test_election_config.py tests/test_election_faults.py \
-	tests/test_fencing.py tests/test_outage.py tests/test_failover_detection.py \
+	tests/test_fencing.py tests/test_outage.py tests/test_failover_detection.py tests/test_readiness.py \
 	tests/test_scheduler_loop.py tests/test_schedule_entries.py
 
 .PHONY: run test bench test-tools bench-tools clean

@@ -41,6 +41,7 @@ import shutil
 import tempfile
 import time
 
+from bench.standalone import write_and_print
 from bench.stats import fmt_ms, summary, table
 from election import ready_sites
 from tests.support.jobs import runs_in_file
@@ -173,24 +174,9 @@ def render(s) -> str:
 
 
 def main() -> int:
-    import datetime
-    import json
-    import subprocess
-
-    results = summarize(measure(int(os.environ.get("BENCH_ELIGIBILITY_ROUNDS", "10"))))
-    results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip()
-    # On its own (make bench runs it too, into latest.json): a file of its own.
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                       f"eligibility-{results['when'].replace(':', '')}.json")
-    for path in (out, os.path.join(os.path.dirname(out), "eligibility-latest.json")):
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
-    print(render(results))
-    print(f"written to {out}")
-    return 0
+    """On its own (make bench runs it too, into latest.json): a file of its own."""
+    rounds = int(os.environ.get("BENCH_ELIGIBILITY_ROUNDS", "10"))
+    return write_and_print("eligibility", summarize(measure(rounds)), render)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ times each, interleaved.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
+from bench.standalone import write_and_print
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 from tests.support.sentinel import SentinelDeployment
 
@@ -143,26 +145,9 @@ def render(s) -> str:
 
 
 def main() -> int:
-    import json
-    import os
-
-    import datetime
-    import subprocess
-
-    results = summarize(measure(int(os.environ.get("BENCH_FAILOVER_ROUNDS", "10"))))
-    results["when"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    results["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                       text=True).stdout.strip()
-    # On its own (make bench runs it too, into latest.json): a file of its own.
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                       f"failover-{results['when'].replace(':', '')}.json")
-    for path in (out, os.path.join(os.path.dirname(out), "failover-latest.json")):
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-    print(json.dumps(results, indent=2))
-    print(render(results))
-    print(f"written to {out}")
-    return 0
+    """On its own (make bench runs it too, into latest.json): a file of its own."""
+    rounds = int(os.environ.get("BENCH_FAILOVER_ROUNDS", "10"))
+    return write_and_print("failover", summarize(measure(rounds)), render)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ from bench.monitor import CommandMonitor
 from election import ElectionConfig
 from tests.support.jobs import recorded_runs
 from tests.support.lease import leader_site
-from tests.support.platform import TAG
+from tests.support.platform import TAG, cmdline
 from tests.support.waiting import wait_until
 from tests.support.web import WebSite
 from workers.settings import DEFAULT_WORKER_CONCURRENCY
@@ -229,14 +229,6 @@ def _ppid(pid: int):
         return None
 
 
-def _cmdline(pid: int) -> list:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
 def _children(pid: int) -> list:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -246,7 +238,7 @@ def _children(pid: int) -> list:
 
 
 def _is_rq_worker(pid: int) -> bool:
-    args = _cmdline(pid)
+    args = cmdline(pid)
     return "-m" in args and "workers" in args and args[-1] == "worker"
 
 

@@ -378,6 +378,17 @@ for _, v in ipairs(state[3]) do reply[#reply + 1] = v end
 return reply
 """
 
+# Shared by MARK_READY and READY_MEMBERS: the ready set is a zset or absent;
+# anything else is junk, reported with its PTTL and never overwritten.
+_INSPECT_READY = """
+local function inspect_ready(ready)
+  local kind = redis.call('TYPE', ready)['ok']
+  if kind ~= 'zset' and kind ~= 'none' then
+    return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
+  end
+end
+"""
+
 # MARK_READY — a member of a site (an RQ worker) says it can do the site's
 # work for the next live_ms (election/readiness.py). Marks past their time are
 # dropped first, so the set holds only the live ones; the key expires with
@@ -388,12 +399,10 @@ return reply
 # mark, with no second command per beat.
 # KEYS: ready, lease.  ARGV: '<site>/<member>', live_ms.
 # Replies {'ready', until_ms, leader_site}, {'corrupt', key, problem, pttl} or {'refused', error}.
-MARK_READY = _NOW_MS + """
+MARK_READY = _NOW_MS + _INSPECT_READY + """
 local ready = KEYS[1]
-local kind = redis.call('TYPE', ready)['ok']
-if kind ~= 'zset' and kind ~= 'none' then
-  return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
-end
+local junk = inspect_ready(ready)
+if junk then return junk end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', ready, '-inf', now)
 local until_ms = now + tonumber(ARGV[2])
@@ -409,12 +418,10 @@ return {'ready', until_ms, leader}
 # READY_MEMBERS — the live marks and the server's time, for /status: reply
 # {'ready', now_ms, member, until_ms, ...} or {'corrupt', key, problem, pttl}.
 # KEYS: ready.
-READY_MEMBERS = _NOW_MS + """
+READY_MEMBERS = _NOW_MS + _INSPECT_READY + """
 local ready = KEYS[1]
-local kind = redis.call('TYPE', ready)['ok']
-if kind ~= 'zset' and kind ~= 'none' then
-  return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
-end
+local junk = inspect_ready(ready)
+if junk then return junk end
 local now = now_ms()
 local reply = {'ready', now}
 for _, v in ipairs(redis.call('ZRANGEBYSCORE', ready, '(' .. now, '+inf', 'WITHSCORES')) do

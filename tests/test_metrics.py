@@ -34,7 +34,7 @@ def test_metric_names_types_and_values_parse_back(web, shared_redis, r, prefix):
     wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead again")
     got = families(a)
     expected = {  # the name the parser gives (no _total / _bucket suffix) -> type
-        "baton_is_leader": "gauge", "baton_token": "gauge", "baton_redis_up": "gauge",
+        "baton_is_leader": "gauge", "baton_token": "gauge", "baton_redis_up": "gauge", "baton_site_ready": "gauge",
         "baton_renewals": "counter", "baton_elected": "counter", "baton_released": "counter",
         "baton_job_runs": "counter", "baton_ticks_not_run": "counter", "baton_alerts": "counter",
         "baton_job_lateness_seconds": "histogram", "baton_job_duration_seconds": "histogram",
@@ -62,7 +62,7 @@ def test_the_example_alert_rules_pass_promtool_and_name_real_metrics(web, shared
     assert promtool, "promtool is missing: apt-get install prometheus (make test installs it)"
     checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 6 rules found" in checked.stdout, checked.stdout
+    assert "SUCCESS: 7 rules found" in checked.stdout, checked.stdout
     a = web("a", shared_redis.url, prefix, "tests.support.schedule_alerts")
     wait_until(lambda: leads_ready(r, prefix, "a"), timeout=15, what="a to lead")
     wait_until(lambda: spans(r, prefix), timeout=20, what="a run")
