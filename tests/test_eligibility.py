@@ -9,14 +9,18 @@ out as a killed one's would."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 from election import ready_sites
-from tests.support.jobs import recorded_runs, runs_in_file
-from tests.support.lease import leader_site
+from tests.support.jobs import enqueue_tick, recorded_runs, runs_in_file
+from tests.support.lease import leader_site, leads_ready
 from tests.support.sites import FAST_ENV, Proc
 from tests.support.waiting import wait_until
+from workers.pool import children
 from workers.presence import READY_LIVE_S
+from workers.runs import last_runs
 
 WORKERS = ("-m", "workers", "worker")
 
@@ -162,3 +166,47 @@ def test_redis_blips_while_a_job_runs_keep_the_worker_up_and_lose_no_tick(web, r
     for bad in ("worker_died", "worker_restarting", "unhandled exception", "terminated unexpectedly"):
         assert not any(bad in line for line in a.lines), bad
     assert a.proc.poll() is None
+
+
+def test_a_tick_whose_work_horse_cannot_connect_goes_back_and_runs_once(web, redis_server, prefix):
+    """A full connection plan (Heroku Mini: 20): Redis refuses the work
+    horse's first connection, so the horse dies before its job begins and RQ
+    files the job as failed. The worker puts the tick back (its run claim
+    was never taken), and it runs once Redis takes connections again."""
+    r = redis_server.client()
+    raw = redis_server.client(decode_responses=False)
+    raw.ping()  # connected before the limit
+    a = web("a", redis_server.url, prefix)
+    wait_until(lambda: leads_ready(r, prefix, "a") and a.count("event=worker_start") == 2, timeout=30,
+               what="a leading with both workers")
+    time.sleep(1.5)  # every process has the connections it keeps
+    r.config_set("maxclients", len(r.client_list()))
+    try:
+        enqueue_tick(raw, prefix, "refused")
+        wait_until(lambda: _said(a, "tick_requeued", reason='"its work horse died'), timeout=20,
+                   what="the tick put back")
+    finally:
+        r.config_set("maxclients", 10000)
+    wait_until(lambda: recorded_runs(r, prefix), timeout=20, what="the tick to run")
+    time.sleep(1)
+    (run,) = recorded_runs(r, prefix)
+    assert run["entry"] == "refused" and run["site"] == "a"
+    assert not _said(a, "rerun_given_up")
+
+
+def test_a_work_horse_killed_mid_job_is_recorded_killed_and_not_run_again(web, shared_redis, r, prefix):
+    """The kernel's OOM killer takes the work horse (SIGKILL to it alone):
+    the job had begun, so at most once holds — recorded, not rerun."""
+    raw = shared_redis.client(decode_responses=False)
+    a = web("a", shared_redis.url, prefix)
+    wait_until(lambda: leads_ready(r, prefix, "a"), timeout=30, what="a leading, ready")
+    enqueue_tick(raw, prefix, "long", kwargs={"sleep": 30})
+    wait_until(lambda: _said(a, "job_start", entry="long"), timeout=20, what="the job to start")
+    horses = wait_until(lambda: [child for pid in a.pids_running(*WORKERS) for child in children(pid)],
+                        timeout=10, what="the work horse")
+    os.kill(horses[0], signal.SIGKILL)
+    run = wait_until(lambda: last_runs(r, prefix).get("long"), timeout=20, what="the run recorded")
+    assert run["outcome"] == "killed" and "SIGKILL" in run["reason"], run
+    time.sleep(2)
+    assert recorded_runs(r, prefix) == [] and not _said(a, "tick_requeued")
+    assert a.count("event=job_start entry=long") == 1

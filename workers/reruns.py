@@ -1,5 +1,6 @@
 """A tick that a shutdown interrupted goes back to its queue, if its entry
-says so (``on_interrupt="rerun"``).
+says so (``on_interrupt="rerun"``); so does a tick whose work horse died
+before the job began (workers/worker.py: nothing of it ran).
 
 The RQ worker that stopped the job does it, once RQ has filed the job as
 failed: it drops the tick's run claim (taken by the run that was stopped, so
@@ -29,7 +30,12 @@ log = logging.getLogger("baton.worker")
 MAX_RERUNS = 3
 
 
-def rerun(connection, prefix: str, job, site: str = "") -> bool:
+# Why a tick goes back, as its log line says.
+INTERRUPTED = "interrupted by a shutdown; on_interrupt=rerun"
+HORSE_LOST = "its work horse died before the job began (its run claim was never taken)"
+
+
+def rerun(connection, prefix: str, job, site: str = "", reason: str = INTERRUPTED) -> bool:
     """Put ``job`` (an RQ job that ended failed) back first in its queue.
     Returns False when it is not put back (it finished after all, or the
     bound is reached)."""
@@ -51,5 +57,5 @@ def rerun(connection, prefix: str, job, site: str = "") -> bool:
     job.requeue(at_front=True)
     connection.persist(job.key)  # RQ gave the failed job an expiry; the sweep clears it if it never starts
     log_event(log, logging.WARNING, "tick_requeued", site=site, job_id=job.id, queue=job.origin,
-              rerun=reruns + 1, reason="interrupted by a shutdown; on_interrupt=rerun")
+              rerun=reruns + 1, reason=reason)
     return True

@@ -65,7 +65,8 @@ from .alerts import AlertConfig, AlertSender
 from .election_feed import ElectionFeed
 from .entries import RERUN
 from .parent_death import die_with_parent
-from .reruns import rerun
+from .claims import claim_key_id
+from .reruns import HORSE_LOST, rerun
 from .runner import INTERRUPT_SIGNAL, end_run, raise_interrupted
 from .pings import Pinger
 from .runs import FAILED_OUTCOMES, record_run
@@ -116,6 +117,12 @@ NOT_COMPETING_REPEAT_S = 600.0
 # RQ's own heartbeat (the worker's key in RQ, the running job's) is kept at
 # the pace it had before the work horse's watch woke every READY_BEAT_S.
 RQ_HEARTBEAT_S = 30.0
+
+# A tick whose work horse died before the job began goes back to its queue
+# after this long, doubled at each such death (0.5, 1, 2 s: reruns.MAX_RERUNS
+# of them): a horse that cannot start (Redis refusing new connections)
+# would otherwise use up its reruns in milliseconds.
+HORSE_LOST_BACKOFF_S = 0.5
 
 # The process's exit status when the stop's deadline ended it (Redis frozen).
 EXIT_DEADLINE = 3
@@ -200,6 +207,7 @@ class LeaderGatedWorker(Worker):
         self._next_missing_warning = 0.0
         self._next_beat = 0.0
         self._forked_for = None  # the job id a work horse was last forked for
+        self._horse_lost = None  # (job id, wait status) of a horse that died on its own
         self._next_rq_heartbeat = 0.0
 
     @property
@@ -525,6 +533,8 @@ class LeaderGatedWorker(Worker):
             self._alert_sender.drain()
         if job.id in (self._interrupted_job_id, self._killed_job_id):
             self._after_stopped_job(job, started)
+        elif self._horse_lost is not None and self._horse_lost[0] == job.id:
+            self._after_lost_horse(job, started, self._horse_lost[1])
 
     def _watch_claim(self, job):
         """For an entry with a ping_url: a pipe the work horse writes to once
@@ -677,6 +687,43 @@ class LeaderGatedWorker(Worker):
                 rerun(self.connection, self.baton_prefix, job, site=self.baton_site)
         except RedisError as exc:
             log_event(log, logging.ERROR, "stopped_job_not_settled", site=self.baton_site, job_id=job.id,
+                      error=f"{type(exc).__name__}: {exc}")
+
+    def handle_work_horse_killed(self, job, retpid, ret_val, rusage):
+        """RQ: the work horse ended without finishing its job's bookkeeping
+        (RQ files the job as failed next). Noted for _after_lost_horse,
+        unless this worker's own stop interrupted or killed it."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if job.id not in (self._interrupted_job_id, self._killed_job_id):
+            self._horse_lost = (job.id, ret_val)
+
+    def _after_lost_horse(self, job, started: float, status) -> None:
+        """A work horse that died on its own — an error before the job began
+        (Redis refusing its first connection: a full connection plan), the
+        kernel's OOM killer, a signal. RQ files the job as failed and the
+        ledger lets it go, so without this the tick would be lost unsaid:
+        - its run claim was never taken: nothing of it ran, and it goes back
+          to the front of its queue (reruns.py; at most MAX_RERUNS times);
+        - it was taken but the run recorded nothing: at most once — it is
+          recorded as ``killed``, with how the horse ended."""
+        self._horse_lost = None
+        entry, tick = job.meta.get("baton_entry") or job.args[0], job.meta.get("baton_tick") or job.args[1]
+        ended = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if status and os.WIFSIGNALED(status)
+                 else f"exit status {os.WEXITSTATUS(status) if status else status}")
+        try:
+            claim = self._keys.run_claim(claim_key_id(job.args[2], int(job.meta.get("baton_attempt") or 0)))
+            if not self.connection.exists(claim):
+                time.sleep(HORSE_LOST_BACKOFF_S * 2 ** int(job.meta.get("baton_reruns", 0)))
+                rerun(self.connection, self.baton_prefix, job, site=self.baton_site, reason=f"{HORSE_LOST}: {ended}")
+                return
+            last = json.loads(self.connection.hget(self._keys.runs, entry) or b"{}")
+            if last.get("job_id") != job.id:
+                record_run(self.connection, self.baton_prefix, entry, tick=tick, site=self.baton_site,
+                           token=job.meta.get("baton_token"), outcome="killed", reason=f"work horse died: {ended}",
+                           started_at=started, duration_ms=round((time.time() - started) * 1000), job_id=job.id)
+                end_run(job, entry, self.baton_prefix)
+        except (RedisError, ValueError) as exc:
+            log_event(log, logging.ERROR, "lost_job_not_settled", site=self.baton_site, job_id=job.id,
                       error=f"{type(exc).__name__}: {exc}")
 
     # -- the work horse ----------------------------------------------------
