@@ -367,7 +367,10 @@ class Elector:
         release wakes it: it is not noted as waiting)."""
         if not_ready.record is not None:
             self._observe(not_ready.record)
-        self._note_readiness(False, not_ready.record is None)
+        # A free lease left to a ready site says one waits; a lease held by
+        # another says nothing new (kept, so handovers elsewhere do not flap
+        # this site's log lines).
+        self._note_readiness(False, not_ready.record is None or self._ready_elsewhere)
         self._sleep(self._config.not_ready_poll)
 
     def _note_readiness(self, ready: bool, ready_elsewhere: bool) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from election import Keys
+from election import Keys, ready_sites
 from tests.support.jobs import runs_in_file
 from tests.support.sentinel import SentinelDeployment
 from tests.support.waiting import wait_until
@@ -46,11 +46,22 @@ def _sites(web, d, prefix, run_file, ack):
     env = {"BATON_TEST_RUN_FILE": str(run_file), **(ACK if ack else {})}
     a = web("a", d.url(), prefix, "tests.support.schedule_1s_file", extra_env=env)
     watcher = d.master_for()
-    wait_until(lambda: _leader(watcher, prefix) == "a", timeout=30, what="a leads")
+    # A term a's elector announced (with acknowledgement, a lease written and
+    # given back unacknowledged shows in Redis for a moment), and a ready
+    # site: a site leading before its worker is up hands over to b.
+    wait_until(lambda: _leader(watcher, prefix) == "a" and a.has("event=elected") and _ready(watcher, prefix, "a"),
+               timeout=30, what="a leads, ready")
     b = web("b", d.url(), prefix, "tests.support.schedule_1s_file", extra_env=env)
     wait_until(lambda: b.has("event=leader_changed"), timeout=30, what="b follows")
     wait_until(lambda: len(runs_in_file(run_file)) >= 3, timeout=30, what="ticks running")
     return a, b, watcher
+
+
+def _ready(client, prefix, site):
+    try:
+        return site in ready_sites(client, prefix)
+    except Exception:
+        return False
 
 
 def _leader(client, prefix):
