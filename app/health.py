@@ -21,13 +21,12 @@ health = Blueprint("health", __name__)
 @health.get("/healthz")
 def healthz():
     state = master_state()
-    if state is not None and not state["stale"]:
-        role, redis_ok, redis_full = state["role"], state["redis_ok"], state.get("redis_full", False)
-    else:  # outside gunicorn (flask run), or the master stopped publishing
-        role, redis_ok, redis_full = "unknown", None, False
+    if state is None or state["stale"]:  # outside gunicorn (flask run), or the master stopped publishing
+        state = {"role": "unknown", "redis_ok": None}
+    role, redis_ok, redis_full, ready = state["role"], state["redis_ok"], state.get("redis_full", False), \
+        state.get("ready")
     if redis_ok is None:  # the elector has not talked to Redis yet: ask now
         redis_ok = redis_reachable()
-    ready = state.get("ready") if state is not None and not state["stale"] else None
     reasons = []
     if not redis_ok:
         reasons.append("redis_unreachable: the site cannot reach Redis; it does not lead and runs nothing")

@@ -31,6 +31,7 @@ import time
 from bench.standalone import write_and_print
 from election import Callbacks, ElectionConfig, Elector, Identity, Lease
 from tests.support.sentinel import SentinelDeployment
+from tests.support.waiting import wait_until
 
 CONFIG = ElectionConfig(ttl=1.0, renew_interval=0.2, renew_deadline=0.7, retry_backoff_max=0.2)
 REPLICA_ACK_TIMEOUT_S = CONFIG.renew_interval / 2  # as workers/settings.py derives it
@@ -56,14 +57,6 @@ class _Terms:
         return found[0] if found else None
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def _failovers(rounds: int, ack: int) -> dict:
     kill_to_elected, demoted_to_elected = [], []
     with SentinelDeployment() as d:
@@ -74,14 +67,14 @@ def _failovers(rounds: int, ack: int) -> dict:
                             CONFIG, terms.callbacks(site)).start() for site in ("a", "b")]
         try:
             for _ in range(rounds):
-                _wait(lambda: any(e.is_leader for e in electors), 60, "a leader")
+                wait_until(lambda: any(e.is_leader for e in electors), 60, 0.01, "a leader")
                 d.wait_replicas_synced()
                 leader = next(e for e in electors if e.is_leader).lease.identity.site
                 killed_at = time.monotonic()
                 old = d.kill_primary()
                 d.wait_for_new_primary(old)
                 d.restart_killed_as_replica()
-                _wait(lambda: terms.first("elected", killed_at), 60, "a term after the failover")
+                wait_until(lambda: terms.first("elected", killed_at), 60, 0.01, "a term after the failover")
                 elected = terms.first("elected", killed_at)
                 demoted = terms.first("demoted", killed_at, site=leader)
                 kill_to_elected.append((elected[0] - killed_at) * 1000)

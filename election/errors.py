@@ -24,6 +24,11 @@ class LeaseCorrupt(Exception):
             self.fix = f"it never expires; inspect it, then remove it: redis-cli DEL {key}"
         super().__init__(f"{key}: {problem} ({self.fix})")
 
+    @classmethod
+    def from_reply(cls, reply) -> "LeaseCorrupt":
+        """From a script's ``{'corrupt', key, problem, pttl}`` reply (scripts.py)."""
+        return cls(key=reply[1], problem=reply[2], pttl_ms=int(reply[3]))
+
 
 class RedisFull(OutOfMemoryError):
     """Redis refused a write that needs memory: it reached ``maxmemory`` and

@@ -158,7 +158,7 @@ def read_lease(client: redis.Redis, prefix: str = "baton") -> "LeaseRecord | Non
     if reply[0] == "none":
         return None
     if reply[0] == "corrupt":
-        raise Lease._corrupt(reply)
+        raise LeaseCorrupt.from_reply(reply)
     return _record(reply[2:], int(reply[1]), keys.lease)
 
 
@@ -333,10 +333,6 @@ class Lease:
         except NoScriptError:
             return self._call("EVAL", script.source, len(keys), *keys, *args, deadline=deadline)
 
-    @staticmethod
-    def _corrupt(reply) -> LeaseCorrupt:
-        return LeaseCorrupt(key=reply[1], problem=reply[2], pttl_ms=int(reply[3]))
-
     # -- operations --------------------------------------------------------
 
     def acquire(self, token_floor: int = 0, timeout=None) -> "Acquired | LeaseRecord | Quarantined | NotReady":
@@ -394,7 +390,7 @@ class Lease:
                              [int(quarantine_ms), int(token_floor), detail, self.history_maxlen,
                               self.identity.site], timeout=timeout)
         if reply[0] == "corrupt":
-            raise self._corrupt(reply)
+            raise LeaseCorrupt.from_reply(reply)
         return int(reply[1])
 
     def _acquire_keys_args(self, token_floor: int) -> tuple:
@@ -414,7 +410,7 @@ class Lease:
         if reply[0] == "quarantined":
             return Quarantined(int(reply[1]), reply[2] or "")
         if reply[0] == "corrupt":
-            raise self._corrupt(reply)
+            raise LeaseCorrupt.from_reply(reply)
         if reply[0] == "oom":
             raise RedisFull(reply[1])
         return _record(reply[2:], int(reply[1]), self.keys.lease)
@@ -465,7 +461,7 @@ class Lease:
         if reply[0] == "none":
             return None
         if reply[0] == "corrupt":
-            raise self._corrupt(reply)
+            raise LeaseCorrupt.from_reply(reply)
         return _record(reply[2:], int(reply[1]), self.keys.lease)
 
     def wait_then_acquire(self, timeout: float, token_floor: int = 0, socket_margin: float = 2.0,

@@ -42,7 +42,7 @@ def mark_ready(client: redis.Redis, prefix: str, site: str, name: str, live_ms: 
     keys = Keys(prefix)
     reply = eval_script(client, _MARK_READY, [keys.ready, keys.lease], [member_of(site, name), int(live_ms)])
     if reply[0] == "corrupt":
-        raise LeaseCorrupt(reply[1], reply[2], int(reply[3]))
+        raise LeaseCorrupt.from_reply(reply)
     if reply[0] == "refused":
         raise RedisFull(reply[1])
     return int(reply[1]), reply[2]
@@ -61,7 +61,7 @@ def ready_sites(client: redis.Redis, prefix: str) -> dict:
     Raises LeaseCorrupt for junk at the key."""
     reply = eval_script(client, _READY_MEMBERS, [Keys(prefix).ready], [])
     if reply[0] == "corrupt":
-        raise LeaseCorrupt(reply[1], reply[2], int(reply[3]))
+        raise LeaseCorrupt.from_reply(reply)
     now = int(reply[1])
     out: dict = {}
     for member, until in zip(reply[2::2], reply[3::2]):

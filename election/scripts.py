@@ -87,14 +87,15 @@ local function forget_waiter(waiters, holder)
 end
 """
 
-# Shared by ACQUIRE and QUARANTINE: the fencing counter is a string (the
-# integer Baton wrote) or absent; anything else is junk, reported with its
-# PTTL and never overwritten.
-_INSPECT_FENCE = """
-local function inspect_fence(fence)
-  local kind = redis.call('TYPE', fence)['ok']
-  if kind ~= 'none' and kind ~= 'string' then
-    return {'corrupt', fence, 'wrong type ' .. kind .. ' (expected integer string)', redis.call('PTTL', fence)}
+# Shared by every script that writes a key of its own beside the lease (the
+# fence, the quarantine, the ready set): the key is of the type Baton writes,
+# or absent; anything else is junk, returned as the script's 'corrupt' reply
+# with its PTTL, and never overwritten.
+_WRONG_TYPE = """
+local function wrong_type(key, expected, described)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= expected then
+    return {'corrupt', key, 'wrong type ' .. kind .. ' (expected ' .. described .. ')', redis.call('PTTL', key)}
   end
 end
 """
@@ -163,7 +164,7 @@ end
 # can work — and takes a free lease only if no ready candidate of another
 # site waits for it: a site that cannot work still leads when nobody else
 # can (scheduling ticks that a worker may yet run is better than nothing).
-ACQUIRE = _INSPECT_LEASE + _WAITERS + _INSPECT_FENCE + _READINESS + """
+ACQUIRE = _INSPECT_LEASE + _WAITERS + _WRONG_TYPE + _READINESS + """
 local lease, fence, history, waiters, elected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local holder, site, ttl_ms, floor, maxlen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 
@@ -204,7 +205,7 @@ if event == 'acquired' and not ready and ready_elsewhere(KEYS[7], waiters, site,
   return {'deferred'}
 end
 
-local fence_junk = inspect_fence(fence)
+local fence_junk = wrong_type(fence, 'string', 'integer string')
 if fence_junk then return fence_junk end
 local token = redis.pcall('INCR', fence)
 if type(token) == 'table' then
@@ -344,14 +345,12 @@ return {released, signal_error, history_error, waiters_error}
 # KEYS: quarantine, fence, history.
 # ARGV: quarantine_ms, token_floor, detail, history_maxlen, site.
 # Replies {'quarantined', pttl} or {'corrupt', key, problem, pttl}.
-QUARANTINE = _INSPECT_FENCE + """
+QUARANTINE = _WRONG_TYPE + """
 local quarantine, fence, history = KEYS[1], KEYS[2], KEYS[3]
 local ms, floor = tonumber(ARGV[1]), tonumber(ARGV[2])
-local kind = redis.call('TYPE', quarantine)['ok']
-if kind ~= 'none' and kind ~= 'string' then
-  return {'corrupt', quarantine, 'wrong type ' .. kind .. ' (expected string)', redis.call('PTTL', quarantine)}
-end
-local fence_junk = inspect_fence(fence)
+local junk = wrong_type(quarantine, 'string', 'string')
+if junk then return junk end
+local fence_junk = wrong_type(fence, 'string', 'integer string')
 if fence_junk then return fence_junk end
 local pttl = redis.call('PTTL', quarantine)
 if pttl < ms then
@@ -378,17 +377,6 @@ for _, v in ipairs(state[3]) do reply[#reply + 1] = v end
 return reply
 """
 
-# Shared by MARK_READY and READY_MEMBERS: the ready set is a zset or absent;
-# anything else is junk, reported with its PTTL and never overwritten.
-_INSPECT_READY = """
-local function inspect_ready(ready)
-  local kind = redis.call('TYPE', ready)['ok']
-  if kind ~= 'zset' and kind ~= 'none' then
-    return {'corrupt', ready, 'wrong type ' .. kind .. ' (expected zset)', redis.call('PTTL', ready)}
-  end
-end
-"""
-
 # MARK_READY — a member of a site (an RQ worker) says it can do the site's
 # work for the next live_ms (election/readiness.py). Marks past their time are
 # dropped first, so the set holds only the live ones; the key expires with
@@ -399,9 +387,9 @@ end
 # mark, with no second command per beat.
 # KEYS: ready, lease.  ARGV: '<site>/<member>', live_ms.
 # Replies {'ready', until_ms, leader_site}, {'corrupt', key, problem, pttl} or {'refused', error}.
-MARK_READY = _NOW_MS + _INSPECT_READY + """
+MARK_READY = _NOW_MS + _WRONG_TYPE + """
 local ready = KEYS[1]
-local junk = inspect_ready(ready)
+local junk = wrong_type(ready, 'zset', 'zset')
 if junk then return junk end
 local now = now_ms()
 redis.call('ZREMRANGEBYSCORE', ready, '-inf', now)
@@ -418,9 +406,9 @@ return {'ready', until_ms, leader}
 # READY_MEMBERS — the live marks and the server's time, for /status: reply
 # {'ready', now_ms, member, until_ms, ...} or {'corrupt', key, problem, pttl}.
 # KEYS: ready.
-READY_MEMBERS = _NOW_MS + _INSPECT_READY + """
+READY_MEMBERS = _NOW_MS + _WRONG_TYPE + """
 local ready = KEYS[1]
-local junk = inspect_ready(ready)
+local junk = wrong_type(ready, 'zset', 'zset')
 if junk then return junk end
 local now = now_ms()
 local reply = {'ready', now}

@@ -47,6 +47,27 @@ def raw(shared_redis):
     client.close()
 
 
+# The ttl of the leases lease_for makes unless told otherwise.
+LEASE_TTL_MS = 5000
+
+
+@pytest.fixture
+def lease_for(shared_redis, prefix):
+    """Leases of the shared server under the test's prefix, one candidate
+    each (``lease_for("b", require_ready=True)``), closed at the end."""
+    opened = []
+
+    def make(site="a", ttl_ms=LEASE_TTL_MS, **lease_options):
+        lease = Lease.from_url(shared_redis.url, Identity(site=site, dyno="web.1"), ttl_ms, prefix=prefix,
+                               **lease_options)
+        opened.append(lease)
+        return lease
+
+    yield make
+    for lease in opened:
+        lease.close()
+
+
 @pytest.fixture
 def redis_server():
     """A server of the test's own, for tests that kill, freeze or restart it."""

@@ -4,24 +4,9 @@ import threading
 
 import pytest
 
-from election import Acquired, Identity, Lease, LeaseCorrupt, LeaseRecord, read_lease
+from election import Acquired, LeaseCorrupt, LeaseRecord, read_lease
 from election.lease import MAX_WOKEN_PER_RELEASE
-
-TTL_MS = 5000
-
-
-@pytest.fixture
-def lease_for(shared_redis, prefix):
-    opened = []
-
-    def make(site="a", ttl_ms=TTL_MS):
-        lease = Lease.from_url(shared_redis.url, Identity(site=site, dyno="web.1"), ttl_ms, prefix=prefix)
-        opened.append(lease)
-        return lease
-
-    yield make
-    for lease in opened:
-        lease.close()
+from tests.conftest import LEASE_TTL_MS as TTL_MS
 
 
 def test_acquire_writes_a_readable_hash_with_a_ttl(lease_for, r, prefix):

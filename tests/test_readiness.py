@@ -3,16 +3,16 @@ site has no live ready mark is not noted as waiting, leaves a free lease to a
 ready site that waits, and a leader that is not ready hands the lease over
 when a ready site waits — and keeps it when none does."""
 
+import functools
 import threading
 import time
 
 import pytest
 
-from election import (Acquired, Callbacks, ElectionConfig, Identity, Lease, LeaseCorrupt, LeaseRecord, NotReady,
-                      clear_ready, mark_ready, ready_sites)
+from election import (Acquired, Callbacks, ElectionConfig, LeaseCorrupt, LeaseRecord, NotReady, clear_ready, mark_ready,
+                      ready_sites)
 from tests.support.waiting import wait_until
 
-TTL_MS = 5000
 LIVE_MS = 60_000
 
 # Quick timings for the electors here (the lease ttl as tests/conftest.py's FAST).
@@ -21,18 +21,9 @@ QUICK = ElectionConfig(ttl=1.0, renew_interval=0.2, renew_deadline=0.7, retry_ba
 
 
 @pytest.fixture
-def lease_for(shared_redis, prefix):
-    opened = []
-
-    def make(site="a", require_ready=True, ttl_ms=TTL_MS):
-        lease = Lease.from_url(shared_redis.url, Identity(site=site, dyno="web.1"), ttl_ms, prefix=prefix,
-                               require_ready=require_ready)
-        opened.append(lease)
-        return lease
-
-    yield make
-    for lease in opened:
-        lease.close()
+def ready_lease_for(lease_for):
+    """Leases that require readiness (Baton's sites' kind)."""
+    return functools.partial(lease_for, require_ready=True)
 
 
 def test_marks_live_for_their_time_and_a_stop_clears_them(r, prefix):
@@ -48,33 +39,33 @@ def test_marks_live_for_their_time_and_a_stop_clears_them(r, prefix):
     assert 0 < r.pttl(f"{prefix}:lease:ready") <= LIVE_MS  # the key goes with its last mark
 
 
-def test_a_mark_says_which_site_leads(r, prefix, lease_for):
+def test_a_mark_says_which_site_leads(r, prefix, ready_lease_for):
     assert mark_ready(r, prefix, "a", "w1", LIVE_MS)[1] == ""
-    lease_for("a").acquire()
+    ready_lease_for("a").acquire()
     assert mark_ready(r, prefix, "b", "w2", LIVE_MS)[1] == "a"
 
 
-def test_junk_at_the_ready_key_is_reported_and_left_and_elections_go_on(r, prefix, lease_for):
+def test_junk_at_the_ready_key_is_reported_and_left_and_elections_go_on(r, prefix, ready_lease_for):
     r.set(f"{prefix}:lease:ready", "someone's")
     with pytest.raises(LeaseCorrupt, match="wrong type string"):
         mark_ready(r, prefix, "a", "w1", LIVE_MS)
     with pytest.raises(LeaseCorrupt):
         ready_sites(r, prefix)
     assert r.get(f"{prefix}:lease:ready") == "someone's"
-    got = lease_for("a").acquire()  # the requirement is off while junk is there: nobody is stuck
+    got = ready_lease_for("a").acquire()  # the requirement is off while junk is there: nobody is stuck
     assert isinstance(got, Acquired) and got.ready
 
 
-def test_a_site_that_is_not_ready_still_leads_when_no_ready_site_waits(lease_for):
-    a = lease_for("a")
+def test_a_site_that_is_not_ready_still_leads_when_no_ready_site_waits(ready_lease_for):
+    a = ready_lease_for("a")
     got = a.acquire()
     assert isinstance(got, Acquired) and got.ready is False
     renewed = a.renew(got.token)
     assert renewed is not None and (renewed.ready, renewed.ready_elsewhere) == (False, False)
 
 
-def test_a_candidate_that_is_not_ready_is_not_noted_as_waiting(r, prefix, lease_for):
-    a, b = lease_for("a"), lease_for("b")
+def test_a_candidate_that_is_not_ready_is_not_noted_as_waiting(r, prefix, ready_lease_for):
+    a, b = ready_lease_for("a"), ready_lease_for("b")
     mark_ready(r, prefix, "a", "w1", LIVE_MS)
     assert isinstance(a.acquire(), Acquired)
     seen = b.acquire()
@@ -85,8 +76,8 @@ def test_a_candidate_that_is_not_ready_is_not_noted_as_waiting(r, prefix, lease_
     assert r.zscore(f"{prefix}:lease:waiters", b.identity.holder) is not None
 
 
-def test_a_free_lease_is_left_to_a_ready_site_that_waits(r, prefix, lease_for):
-    a, b, c = lease_for("a"), lease_for("b"), lease_for("c")
+def test_a_free_lease_is_left_to_a_ready_site_that_waits(r, prefix, ready_lease_for):
+    a, b, c = ready_lease_for("a"), ready_lease_for("b"), ready_lease_for("c")
     mark_ready(r, prefix, "a", "w1", LIVE_MS)
     mark_ready(r, prefix, "b", "w2", LIVE_MS)
     token = a.acquire().token
@@ -97,8 +88,8 @@ def test_a_free_lease_is_left_to_a_ready_site_that_waits(r, prefix, lease_for):
     assert isinstance(got, Acquired) and got.ready
 
 
-def test_renew_tells_a_leader_that_is_not_ready_whether_a_ready_site_waits(r, prefix, lease_for):
-    a, b = lease_for("a"), lease_for("b")
+def test_renew_tells_a_leader_that_is_not_ready_whether_a_ready_site_waits(r, prefix, ready_lease_for):
+    a, b = ready_lease_for("a"), ready_lease_for("b")
     mark_ready(r, prefix, "a", "w1", LIVE_MS)
     mark_ready(r, prefix, "b", "w2", LIVE_MS)
     token = a.acquire().token
@@ -114,7 +105,7 @@ def test_renew_tells_a_leader_that_is_not_ready_whether_a_ready_site_waits(r, pr
 
 
 def test_without_the_requirement_nothing_changes(r, prefix, lease_for):
-    a, b = lease_for("a", require_ready=False), lease_for("b", require_ready=False)
+    a, b = lease_for("a"), lease_for("b")
     got = a.acquire()
     assert isinstance(got, Acquired) and got.ready
     assert isinstance(b.acquire(), LeaseRecord)
