@@ -30,12 +30,17 @@ log = logging.getLogger("baton.worker")
 MAX_RERUNS = 3
 
 
-# Why a tick goes back, as its log line says.
+# Why a tick goes back, as its log line says, and what to fix when it keeps
+# going back (rerun_given_up).
 INTERRUPTED = "interrupted by a shutdown; on_interrupt=rerun"
+INTERRUPTED_FIX = "the job does not fit between two shutdowns: make it shorter, or raise BATON_SHUTDOWN_GRACE"
 HORSE_LOST = "its work horse died before the job began (its run claim was never taken)"
+HORSE_LOST_FIX = ("see why its work horse dies (RQ's lines before: Redis refusing new connections — "
+                  "maxclients, a full connection plan — or the kernel's OOM killer)")
 
 
-def rerun(connection, prefix: str, job, site: str = "", reason: str = INTERRUPTED) -> bool:
+def rerun(connection, prefix: str, job, site: str = "", reason: str = INTERRUPTED,
+          fix: str = INTERRUPTED_FIX) -> bool:
     """Put ``job`` (an RQ job that ended failed) back first in its queue.
     Returns False when it is not put back (it finished after all, or the
     bound is reached)."""
@@ -43,8 +48,8 @@ def rerun(connection, prefix: str, job, site: str = "", reason: str = INTERRUPTE
         return False  # it caught the interrupt and finished: nothing to run again
     reruns = int(job.meta.get("baton_reruns", 0))
     if reruns >= MAX_RERUNS:
-        log_event(log, logging.ERROR, "rerun_given_up", site=site, job_id=job.id, reruns=reruns,
-                  fix="the job does not fit between two shutdowns: make it shorter, or raise BATON_SHUTDOWN_GRACE")
+        log_event(log, logging.ERROR, "rerun_given_up", site=site, job_id=job.id, reruns=reruns, reason=reason,
+                  fix=fix)
         return False
     keys = Keys(prefix)
     job.meta["baton_reruns"] = reruns + 1

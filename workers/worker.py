@@ -66,7 +66,7 @@ from .election_feed import ElectionFeed
 from .entries import RERUN
 from .parent_death import die_with_parent
 from .claims import claim_key_id
-from .reruns import HORSE_LOST, rerun
+from .reruns import HORSE_LOST, HORSE_LOST_FIX, rerun
 from .runner import INTERRUPT_SIGNAL, end_run, raise_interrupted
 from .pings import Pinger
 from .runs import FAILED_OUTCOMES, record_run
@@ -714,7 +714,8 @@ class LeaderGatedWorker(Worker):
             claim = self._keys.run_claim(claim_key_id(job.args[2], int(job.meta.get("baton_attempt") or 0)))
             if not self.connection.exists(claim):
                 time.sleep(HORSE_LOST_BACKOFF_S * 2 ** int(job.meta.get("baton_reruns", 0)))
-                rerun(self.connection, self.baton_prefix, job, site=self.baton_site, reason=f"{HORSE_LOST}: {ended}")
+                rerun(self.connection, self.baton_prefix, job, site=self.baton_site, reason=f"{HORSE_LOST}: {ended}",
+                      fix=HORSE_LOST_FIX)
                 return
             last = json.loads(self.connection.hget(self._keys.runs, entry) or b"{}")
             if last.get("job_id") != job.id:
